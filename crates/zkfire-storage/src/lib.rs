@@ -1,0 +1,143 @@
+//! Everything zkfire keeps on disk, behind one trait with two backends:
+//! SQLite (the single-node default) and PostgreSQL (shared by a cluster).
+//!
+//! Account names are the node part of a JID, already normalized (nodeprep);
+//! contacts are bare JIDs as strings; stanzas are stored as serialized XML.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use zkfire_sasl::UserCredentials;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the account already exists")]
+    AccountExists,
+    #[error("no such account")]
+    NoSuchAccount,
+    #[error("unsupported storage url: {0}")]
+    BadUrl(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// RFC 6121 subscription state of a roster item, without the pending-in part
+/// (inbound requests are kept apart, see [`Storage::pending_subscriptions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    None,
+    To,
+    From,
+    Both,
+}
+
+impl Subscription {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Subscription::None),
+            "to" => Some(Subscription::To),
+            "from" => Some(Subscription::From),
+            "both" => Some(Subscription::Both),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterItem {
+    /// Bare JID of the contact.
+    pub jid: String,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// Pending-out: we asked the contact and are waiting (`ask='subscribe'`).
+    pub ask: bool,
+    /// Pre-approved: a subscription request from the contact will be accepted
+    /// without asking the user (RFC 6121 section 3.4).
+    pub approved: bool,
+    pub groups: Vec<String>,
+}
+
+/// A message kept for an account while it has no available resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineMessage {
+    pub id: i64,
+    pub stanza: String,
+    /// When it was stored, seconds since the Unix epoch (for the delay stamp).
+    pub stored_at: i64,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // Accounts.
+    async fn create_account(&self, username: &str, creds: &UserCredentials) -> Result<()>;
+    async fn credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
+    /// Replaces the credentials; `NoSuchAccount` when there is none.
+    async fn set_credentials(&self, username: &str, creds: &UserCredentials) -> Result<()>;
+    /// Deletes the account and everything kept for it; false when there was none.
+    async fn delete_account(&self, username: &str) -> Result<bool>;
+    async fn account_exists(&self, username: &str) -> Result<bool>;
+    /// All account names, sorted.
+    async fn list_accounts(&self) -> Result<Vec<String>>;
+
+    // Roster (RFC 6121) and its version (XEP-0237): every change bumps the
+    // account's roster version by one and returns the new version.
+    async fn roster(&self, username: &str) -> Result<(i64, Vec<RosterItem>)>;
+    async fn roster_version(&self, username: &str) -> Result<i64>;
+    async fn roster_item(&self, username: &str, contact: &str) -> Result<Option<RosterItem>>;
+    async fn put_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64>;
+    /// Removes the item; returns the new version, or None when there was no item.
+    async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>>;
+
+    // Inbound subscription requests not yet answered, with the request stanza,
+    // delivered again at each login until answered.
+    async fn add_pending_subscription(&self, username: &str, from: &str, stanza: &str)
+        -> Result<()>;
+    async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool>;
+    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>>;
+
+    // Offline messages (XEP-0160).
+    /// Stores the message unless the account already has `max` or more;
+    /// returns whether it was stored.
+    async fn store_offline(&self, username: &str, stanza: &str, max: usize) -> Result<bool>;
+    /// All stored messages, oldest first, without removing them.
+    async fn offline_messages(&self, username: &str) -> Result<Vec<OfflineMessage>>;
+    async fn delete_offline_messages(&self, username: &str, ids: &[i64]) -> Result<()>;
+    async fn count_offline_messages(&self, username: &str) -> Result<usize>;
+
+    // vcard-temp (XEP-0054): the vCard element serialized.
+    async fn vcard(&self, username: &str) -> Result<Option<String>>;
+    async fn set_vcard(&self, username: &str, vcard: &str) -> Result<()>;
+
+    // Private XML storage (XEP-0049), one element per namespace.
+    async fn private_xml(&self, username: &str, namespace: &str) -> Result<Option<String>>;
+    async fn set_private_xml(&self, username: &str, namespace: &str, xml: &str) -> Result<()>;
+
+    // Blocking command (XEP-0191): blocked JIDs as given (bare, full or domain).
+    async fn blocklist(&self, username: &str) -> Result<Vec<String>>;
+    async fn block(&self, username: &str, jids: &[String]) -> Result<()>;
+    async fn unblock(&self, username: &str, jids: &[String]) -> Result<()>;
+    async fn unblock_all(&self, username: &str) -> Result<()>;
+
+    // Last activity (XEP-0012): when the last resource went offline, and its status.
+    async fn set_last_activity(&self, username: &str, at: i64, status: &str) -> Result<()>;
+    async fn last_activity(&self, username: &str) -> Result<Option<(i64, String)>>;
+
+    /// Closes the pool; called once at shutdown.
+    async fn close(&self);
+}
+
+/// Opens the storage at `url` (`sqlite://PATH` or `postgres://...`), creating
+/// the SQLite file when missing and running the embedded migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
+    Err(StorageError::BadUrl(url.to_string()))
+}

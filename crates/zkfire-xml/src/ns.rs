@@ -1,0 +1,31 @@
+//! Namespace names used across the server.
+
+pub const CLIENT: &str = "jabber:client";
+pub const SERVER: &str = "jabber:server";
+pub const STREAM: &str = "http://etherx.jabber.org/streams";
+pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+pub const ROSTER: &str = "jabber:iq:roster";
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+pub const SM: &str = "urn:xmpp:sm:3";
+pub const DELAY: &str = "urn:xmpp:delay";
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const PING: &str = "urn:xmpp:ping";
+pub const VERSION: &str = "jabber:iq:version";
+pub const TIME: &str = "urn:xmpp:time";
+pub const LAST: &str = "jabber:iq:last";
+pub const VCARD: &str = "vcard-temp";
+pub const PRIVATE: &str = "jabber:iq:private";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const REGISTER: &str = "jabber:iq:register";
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+pub const MSGOFFLINE: &str = "msgoffline";
