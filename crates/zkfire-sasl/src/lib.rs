@@ -4,6 +4,11 @@
 //!
 //! Sans-IO: the caller feeds client messages and looks up credentials when
 //! asked; nothing here blocks or touches a database.
+//!
+//! Written on RustCrypto rather than with `rsasl`: rsasl's server fetches the
+//! stored keys through a callback from inside its step function, which does
+//! not fit a sans-IO exchange that returns `NeedCredentials` to the caller
+//! (an async database lookup) and resumes with decoy keys for missing users.
 
 /// The hash a SCRAM mechanism is built on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,7 +164,9 @@ pub enum Step {
     Challenge(Vec<u8>),
     /// Look up this account's credentials (the username is SASLprepped) and
     /// call [`ServerSession::credentials`].
-    NeedCredentials { username: String },
+    NeedCredentials {
+        username: String,
+    },
     /// Authenticated. `additional` goes into `<success/>` (SCRAM's
     /// server-final-message). `authzid` is what the client asked to act as;
     /// the caller checks it.
@@ -171,5 +178,24 @@ pub enum Step {
     Failure(Failure),
 }
 
+/// Largest client message accepted (after base64 decoding). Real SCRAM and
+/// PLAIN messages are a few hundred bytes; anything bigger is refused with
+/// `MalformedRequest` before it is parsed.
+pub const MAX_MESSAGE_LEN: usize = 4096;
+
+pub mod client;
+mod credentials;
+mod crypto;
+mod decoy;
+mod messages;
+mod plain;
+mod prep;
+mod scram;
 pub mod session;
+
+#[cfg(test)]
+mod rfc_vectors;
+
+pub use credentials::SALT_LEN;
+pub use decoy::set_unknown_user_secret;
 pub use session::ServerSession;
