@@ -100,8 +100,12 @@ pub trait Storage: Send + Sync + 'static {
 
     // Inbound subscription requests not yet answered, with the request stanza,
     // delivered again at each login until answered.
-    async fn add_pending_subscription(&self, username: &str, from: &str, stanza: &str)
-        -> Result<()>;
+    async fn add_pending_subscription(
+        &self,
+        username: &str,
+        from: &str,
+        stanza: &str,
+    ) -> Result<()>;
     async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool>;
     async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>>;
 
@@ -138,6 +142,25 @@ pub trait Storage: Send + Sync + 'static {
 
 /// Opens the storage at `url` (`sqlite://PATH` or `postgres://...`), creating
 /// the SQLite file when missing and running the embedded migrations.
+///
+/// Accepted forms: `sqlite://PATH` and `sqlite:PATH` (relative to the working
+/// directory unless PATH starts with `/`, e.g. `sqlite:///var/lib/zkfire.db`;
+/// the parent folder is created when missing), `sqlite::memory:` (a private
+/// in-memory database, for tests), `postgres://...` and `postgresql://...`
+/// (the database must exist). Anything else is [`StorageError::BadUrl`].
 pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
-    Err(StorageError::BadUrl(url.to_string()))
+    let target = url::parse(url)?;
+    let pools = pool::Pools::open(&target).await?;
+    if let Err(e) = migrate::run(&pools).await {
+        pools.close().await;
+        return Err(e);
+    }
+    tracing::debug!(backend = ?pools.backend, "storage opened");
+    Ok(Arc::new(sql::SqlStorage::new(pools)))
 }
+
+mod error;
+mod migrate;
+mod pool;
+mod sql;
+mod url;

@@ -1,0 +1,645 @@
+//! The one implementation of [`Storage`], for both backends.
+//!
+//! Why `sqlx::Any`: with it both backends share every query string and every
+//! line of Rust here. Each query is written once, in the SQL common to SQLite
+//! and PostgreSQL (`$N` placeholders, which sqlx's SQLite driver accepts;
+//! `INSERT ... ON CONFLICT` upserts; `RETURNING`). What differs lives
+//! elsewhere: column types, id generation and collation in the per-backend
+//! migrations, pool setup and the `BEGIN` statements in `pool.rs`.
+//! `Any` carries only booleans, integers, floats, text and bytes, which is
+//! all we need: i64 for times, ids and counters, i32 0/1 for flags, TEXT, and
+//! SCRAM keys as bytes (BLOB on SQLite, BYTEA on PostgreSQL; `Any` maps both).
+//! The price is a copy of each row into `Any`'s representation, negligible
+//! next to the query itself.
+
+use crate::error::{corrupt, db};
+use crate::pool::Pools;
+use crate::{OfflineMessage, Result, RosterItem, Storage, StorageError, Subscription};
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+use zkfire_sasl::{ScramCredentials, ScramHash, UserCredentials};
+
+pub(crate) struct SqlStorage {
+    pools: Pools,
+}
+
+impl SqlStorage {
+    pub(crate) fn new(pools: Pools) -> Self {
+        SqlStorage { pools }
+    }
+}
+
+type Tx = Transaction<'static, Any>;
+
+/// Most ids bound in one `IN (...)` list (well under both backends' limits
+/// on bound parameters).
+const IDS_PER_STATEMENT: usize = 500;
+
+/// Rows of one account, deleted by `delete_account` in this order:
+/// `account_state` first, as every per-account writer locks it first too
+/// (same lock order everywhere, so no deadlock on PostgreSQL).
+const ACCOUNT_TABLES: &[&str] = &[
+    "DELETE FROM account_state WHERE username = $1",
+    "DELETE FROM roster_groups WHERE username = $1",
+    "DELETE FROM roster_items WHERE username = $1",
+    "DELETE FROM pending_subscriptions WHERE username = $1",
+    "DELETE FROM offline_messages WHERE username = $1",
+    "DELETE FROM vcards WHERE username = $1",
+    "DELETE FROM private_xml WHERE username = $1",
+    "DELETE FROM blocklist WHERE username = $1",
+    "DELETE FROM last_activity WHERE username = $1",
+    "DELETE FROM credentials WHERE username = $1",
+];
+
+const ROSTER_ITEMS: &str = "SELECT contact, name, subscription, ask, approved \
+     FROM roster_items WHERE username = $1 ORDER BY contact";
+const ROSTER_GROUPS: &str =
+    "SELECT contact, name FROM roster_groups WHERE username = $1 ORDER BY contact, name";
+const ROSTER_ITEM: &str = "SELECT contact, name, subscription, ask, approved \
+     FROM roster_items WHERE username = $1 AND contact = $2";
+const ROSTER_ITEM_GROUPS: &str =
+    "SELECT contact, name FROM roster_groups WHERE username = $1 AND contact = $2 ORDER BY name";
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Takes the per-account lock: upserts the account's `account_state` row,
+/// which on PostgreSQL row-locks it until the transaction ends. (On SQLite
+/// the whole write transaction is already exclusive.) Works whether or not
+/// the row or the account exists.
+async fn lock_account(tx: &mut Tx, username: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO account_state (username) VALUES ($1) \
+         ON CONFLICT (username) DO UPDATE SET roster_version = account_state.roster_version",
+    )
+    .bind(username)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Bumps the roster version (taking the per-account lock) and returns it.
+async fn bump_roster_version(tx: &mut Tx, username: &str) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO account_state (username, roster_version) VALUES ($1, 1) \
+         ON CONFLICT (username) DO UPDATE SET roster_version = account_state.roster_version + 1 \
+         RETURNING roster_version",
+    )
+    .bind(username)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)
+}
+
+async fn roster_version_on(conn: &mut AnyConnection, username: &str) -> Result<i64> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT roster_version FROM account_state WHERE username = $1")
+            .bind(username)
+            .fetch_optional(conn)
+            .await
+            .map_err(db)?;
+    Ok(v.unwrap_or(0))
+}
+
+fn flag(b: bool) -> i32 {
+    i32::from(b)
+}
+
+fn roster_item_from_row(row: &AnyRow) -> Result<RosterItem> {
+    let subscription: String = row.try_get("subscription").map_err(db)?;
+    let ask: i32 = row.try_get("ask").map_err(db)?;
+    let approved: i32 = row.try_get("approved").map_err(db)?;
+    Ok(RosterItem {
+        jid: row.try_get("contact").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        subscription: Subscription::parse(&subscription)
+            .ok_or_else(|| corrupt(format!("subscription {subscription:?}")))?,
+        ask: ask != 0,
+        approved: approved != 0,
+        groups: Vec::new(),
+    })
+}
+
+/// Reads roster items and their groups (two queries, so the caller runs them
+/// in one read transaction) and puts each group under its item.
+async fn load_roster(
+    conn: &mut AnyConnection,
+    username: &str,
+    contact: Option<&str>,
+) -> Result<Vec<RosterItem>> {
+    let (items_sql, groups_sql) = match contact {
+        None => (ROSTER_ITEMS, ROSTER_GROUPS),
+        Some(_) => (ROSTER_ITEM, ROSTER_ITEM_GROUPS),
+    };
+    let mut q = sqlx::query(items_sql).bind(username);
+    if let Some(c) = contact {
+        q = q.bind(c);
+    }
+    let rows = q.fetch_all(&mut *conn).await.map_err(db)?;
+    let mut items = rows
+        .iter()
+        .map(roster_item_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    if items.is_empty() {
+        return Ok(items);
+    }
+
+    let mut q = sqlx::query(groups_sql).bind(username);
+    if let Some(c) = contact {
+        q = q.bind(c);
+    }
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    for row in q.fetch_all(&mut *conn).await.map_err(db)? {
+        let contact: String = row.try_get("contact").map_err(db)?;
+        let name: String = row.try_get("name").map_err(db)?;
+        groups.entry(contact).or_default().push(name);
+    }
+    for item in &mut items {
+        item.groups = groups.remove(&item.jid).unwrap_or_default();
+    }
+    Ok(items)
+}
+
+async fn put_credentials(tx: &mut Tx, username: &str, creds: &UserCredentials) -> Result<()> {
+    for c in [&creds.sha1, &creds.sha256] {
+        sqlx::query(
+            "INSERT INTO credentials (username, hash, salt, iterations, stored_key, server_key) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (username, hash) DO UPDATE SET salt = excluded.salt, \
+             iterations = excluded.iterations, stored_key = excluded.stored_key, \
+             server_key = excluded.server_key",
+        )
+        .bind(username)
+        .bind(c.hash.name())
+        .bind(c.salt.as_slice())
+        .bind(i64::from(c.iterations))
+        .bind(c.stored_key.as_slice())
+        .bind(c.server_key.as_slice())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+fn scram_from_row(row: &AnyRow) -> Result<ScramCredentials> {
+    let hash: String = row.try_get("hash").map_err(db)?;
+    let iterations: i64 = row.try_get("iterations").map_err(db)?;
+    Ok(ScramCredentials {
+        hash: ScramHash::from_name(&hash).ok_or_else(|| corrupt(format!("hash {hash:?}")))?,
+        salt: row.try_get("salt").map_err(db)?,
+        iterations: u32::try_from(iterations)
+            .map_err(|_| corrupt(format!("iteration count {iterations}")))?,
+        stored_key: row.try_get("stored_key").map_err(db)?,
+        server_key: row.try_get("server_key").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl Storage for SqlStorage {
+    async fn create_account(&self, username: &str, creds: &UserCredentials) -> Result<()> {
+        let mut tx = self.pools.begin_write().await?;
+        // DO NOTHING rather than catching a unique violation: no need to
+        // tell driver error codes apart, and PostgreSQL's transaction stays usable.
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (username, created_at) VALUES ($1, $2) \
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(username)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Err(StorageError::AccountExists);
+        }
+        put_credentials(&mut tx, username, creds).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<UserCredentials>> {
+        let rows = sqlx::query(
+            "SELECT hash, salt, iterations, stored_key, server_key \
+             FROM credentials WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_all(&self.pools.read)
+        .await
+        .map_err(db)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let (mut sha1, mut sha256) = (None, None);
+        for row in &rows {
+            let c = scram_from_row(row)?;
+            match c.hash {
+                ScramHash::Sha1 => sha1 = Some(c),
+                ScramHash::Sha256 => sha256 = Some(c),
+            }
+        }
+        match (sha1, sha256) {
+            (Some(sha1), Some(sha256)) => Ok(Some(UserCredentials { sha1, sha256 })),
+            _ => Err(corrupt(format!("incomplete credentials of {username:?}"))),
+        }
+    }
+
+    async fn set_credentials(&self, username: &str, creds: &UserCredentials) -> Result<()> {
+        let mut tx = self.pools.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM accounts WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        if !exists {
+            tx.rollback().await.map_err(db)?;
+            return Err(StorageError::NoSuchAccount);
+        }
+        put_credentials(&mut tx, username, creds).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn delete_account(&self, username: &str) -> Result<bool> {
+        let mut tx = self.pools.begin_write().await?;
+        for sql in ACCOUNT_TABLES {
+            sqlx::query(sql)
+                .bind(username)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let deleted = sqlx::query("DELETE FROM accounts WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(deleted > 0)
+    }
+
+    async fn account_exists(&self, username: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM accounts WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pools.read)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT username FROM accounts ORDER BY username")
+            .fetch_all(&self.pools.read)
+            .await
+            .map_err(db)
+    }
+
+    async fn roster(&self, username: &str) -> Result<(i64, Vec<RosterItem>)> {
+        let mut tx = self.pools.begin_read().await?;
+        let version = roster_version_on(&mut tx, username).await?;
+        let items = load_roster(&mut tx, username, None).await?;
+        tx.commit().await.map_err(db)?;
+        Ok((version, items))
+    }
+
+    async fn roster_version(&self, username: &str) -> Result<i64> {
+        let mut conn = self.pools.read.acquire().await.map_err(db)?;
+        roster_version_on(&mut conn, username).await
+    }
+
+    async fn roster_item(&self, username: &str, contact: &str) -> Result<Option<RosterItem>> {
+        let mut tx = self.pools.begin_read().await?;
+        let items = load_roster(&mut tx, username, Some(contact)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(items.into_iter().next())
+    }
+
+    async fn put_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64> {
+        let mut tx = self.pools.begin_write().await?;
+        // First, so the per-account lock is taken before any item row.
+        let version = bump_roster_version(&mut tx, username).await?;
+        sqlx::query(
+            "INSERT INTO roster_items (username, contact, name, subscription, ask, approved) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (username, contact) DO UPDATE SET name = excluded.name, \
+             subscription = excluded.subscription, ask = excluded.ask, \
+             approved = excluded.approved",
+        )
+        .bind(username)
+        .bind(&item.jid)
+        .bind(item.name.as_deref())
+        .bind(item.subscription.as_str())
+        .bind(flag(item.ask))
+        .bind(flag(item.approved))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM roster_groups WHERE username = $1 AND contact = $2")
+            .bind(username)
+            .bind(&item.jid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        for group in &item.groups {
+            // DO NOTHING drops duplicate group names.
+            sqlx::query(
+                "INSERT INTO roster_groups (username, contact, name) VALUES ($1, $2, $3) \
+                 ON CONFLICT (username, contact, name) DO NOTHING",
+            )
+            .bind(username)
+            .bind(&item.jid)
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(version)
+    }
+
+    async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>> {
+        let mut tx = self.pools.begin_write().await?;
+        // Bump first for the lock order; rolled back when there is no item.
+        let version = bump_roster_version(&mut tx, username).await?;
+        sqlx::query("DELETE FROM roster_groups WHERE username = $1 AND contact = $2")
+            .bind(username)
+            .bind(contact)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let removed = sqlx::query("DELETE FROM roster_items WHERE username = $1 AND contact = $2")
+            .bind(username)
+            .bind(contact)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if removed == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Ok(None);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Some(version))
+    }
+
+    async fn add_pending_subscription(
+        &self,
+        username: &str,
+        from: &str,
+        stanza: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pending_subscriptions (username, contact, stanza) VALUES ($1, $2, $3) \
+             ON CONFLICT (username, contact) DO UPDATE SET stanza = excluded.stanza",
+        )
+        .bind(username)
+        .bind(from)
+        .bind(stanza)
+        .execute(&self.pools.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool> {
+        let removed =
+            sqlx::query("DELETE FROM pending_subscriptions WHERE username = $1 AND contact = $2")
+                .bind(username)
+                .bind(from)
+                .execute(&self.pools.write)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        Ok(removed > 0)
+    }
+
+    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT contact, stanza FROM pending_subscriptions WHERE username = $1 \
+             ORDER BY contact",
+        )
+        .bind(username)
+        .fetch_all(&self.pools.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?)))
+            .collect()
+    }
+
+    async fn store_offline(&self, username: &str, stanza: &str, max: usize) -> Result<bool> {
+        if max == 0 {
+            return Ok(false);
+        }
+        let mut tx = self.pools.begin_write().await?;
+        // Count and insert under the account lock, so concurrent calls for
+        // the same account cannot both see room for one more.
+        lock_account(&mut tx, username).await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE username = $1")
+                .bind(username)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+            tx.rollback().await.map_err(db)?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO offline_messages (username, stanza, stored_at) VALUES ($1, $2, $3)",
+        )
+        .bind(username)
+        .bind(stanza)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn offline_messages(&self, username: &str) -> Result<Vec<OfflineMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, stanza, stored_at FROM offline_messages WHERE username = $1 ORDER BY id",
+        )
+        .bind(username)
+        .fetch_all(&self.pools.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OfflineMessage {
+                    id: row.try_get("id").map_err(db)?,
+                    stanza: row.try_get("stanza").map_err(db)?,
+                    stored_at: row.try_get("stored_at").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_offline_messages(&self, username: &str, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pools.begin_write().await?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            // `IN ($2, $3, ...)`: `= ANY($2)` would need arrays, which Any lacks.
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "DELETE FROM offline_messages WHERE username = $1 AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(username);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn count_offline_messages(&self, username: &str) -> Result<usize> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE username = $1")
+                .bind(username)
+                .fetch_one(&self.pools.read)
+                .await
+                .map_err(db)?;
+        usize::try_from(count).map_err(|_| corrupt(format!("count {count}")))
+    }
+
+    async fn vcard(&self, username: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT vcard FROM vcards WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pools.read)
+            .await
+            .map_err(db)
+    }
+
+    async fn set_vcard(&self, username: &str, vcard: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO vcards (username, vcard) VALUES ($1, $2) \
+             ON CONFLICT (username) DO UPDATE SET vcard = excluded.vcard",
+        )
+        .bind(username)
+        .bind(vcard)
+        .execute(&self.pools.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn private_xml(&self, username: &str, namespace: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT xml FROM private_xml WHERE username = $1 AND namespace = $2")
+            .bind(username)
+            .bind(namespace)
+            .fetch_optional(&self.pools.read)
+            .await
+            .map_err(db)
+    }
+
+    async fn set_private_xml(&self, username: &str, namespace: &str, xml: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO private_xml (username, namespace, xml) VALUES ($1, $2, $3) \
+             ON CONFLICT (username, namespace) DO UPDATE SET xml = excluded.xml",
+        )
+        .bind(username)
+        .bind(namespace)
+        .bind(xml)
+        .execute(&self.pools.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn blocklist(&self, username: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT jid FROM blocklist WHERE username = $1 ORDER BY jid")
+            .bind(username)
+            .fetch_all(&self.pools.read)
+            .await
+            .map_err(db)
+    }
+
+    async fn block(&self, username: &str, jids: &[String]) -> Result<()> {
+        if jids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pools.begin_write().await?;
+        for jid in jids {
+            sqlx::query(
+                "INSERT INTO blocklist (username, jid) VALUES ($1, $2) \
+                 ON CONFLICT (username, jid) DO NOTHING",
+            )
+            .bind(username)
+            .bind(jid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn unblock(&self, username: &str, jids: &[String]) -> Result<()> {
+        if jids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pools.begin_write().await?;
+        for jid in jids {
+            sqlx::query("DELETE FROM blocklist WHERE username = $1 AND jid = $2")
+                .bind(username)
+                .bind(jid)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn unblock_all(&self, username: &str) -> Result<()> {
+        sqlx::query("DELETE FROM blocklist WHERE username = $1")
+            .bind(username)
+            .execute(&self.pools.write)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn set_last_activity(&self, username: &str, at: i64, status: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO last_activity (username, at, status) VALUES ($1, $2, $3) \
+             ON CONFLICT (username) DO UPDATE SET at = excluded.at, status = excluded.status",
+        )
+        .bind(username)
+        .bind(at)
+        .bind(status)
+        .execute(&self.pools.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn last_activity(&self, username: &str) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT at, status FROM last_activity WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pools.read)
+            .await
+            .map_err(db)?;
+        row.map(|row| Ok((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?)))
+            .transpose()
+    }
+
+    async fn close(&self) {
+        self.pools.close().await;
+    }
+}
