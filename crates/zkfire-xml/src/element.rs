@@ -36,6 +36,17 @@ impl Element {
         }
     }
 
+    /// An element from parts the parser has already checked (attribute names
+    /// unique), so no per-attribute look-up is needed.
+    pub(crate) fn from_parts(name: String, ns: String, attrs: Vec<(String, String)>) -> Self {
+        Element {
+            name,
+            ns,
+            attrs,
+            nodes: Vec::new(),
+        }
+    }
+
     /// Builder form of [`Element::set_attr`].
     pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.set_attr(name, value);
@@ -190,7 +201,8 @@ impl Element {
             out.push(' ');
             if let Some(rest) = name.strip_prefix('{') {
                 // An attribute in a foreign namespace: declare a prefix for it.
-                let (uri, local) = rest.split_once('}').unwrap_or(("", rest));
+                // The last `}`: a URI may contain one, a local name cannot.
+                let (uri, local) = rest.rsplit_once('}').unwrap_or(("", rest));
                 let _ = write!(out, "xmlns:a{prefix_no}='");
                 escape_attr_into(uri, out);
                 let _ = write!(out, "' a{prefix_no}:{local}='");
@@ -239,6 +251,9 @@ fn escape_text_into(s: &str, out: &mut String) {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
+            // A raw CR would be read back as LF (XML line-end handling), so
+            // it must travel as a character reference to survive a round trip.
+            '\r' => out.push_str("&#13;"),
             _ => out.push(c),
         }
     }
@@ -294,6 +309,17 @@ mod tests {
     fn attribute_values_are_escaped() {
         let e = Element::new("a", "n").with_attr("v", "'\"<&\n");
         assert_eq!(e.to_xml(), "<a xmlns='n' v='&apos;&quot;&lt;&amp;&#10;'/>");
+    }
+
+    #[test]
+    fn namespace_with_brace_is_written_whole() {
+        let e = Element::new("a", "n").with_attr("{urn:x}y}z", "1");
+        assert_eq!(e.to_xml(), "<a xmlns='n' xmlns:a0='urn:x}y' a0:z='1'/>");
+    }
+
+    #[test]
+    fn carriage_return_in_text_is_escaped() {
+        assert_eq!(escape_text("a\r\nb"), "a&#13;\nb");
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! element tree that stanzas are held in.
 
 pub mod element;
+mod error_map;
+pub mod fragment;
 pub mod ns;
 pub mod parser;
+mod resolve;
+mod tree;
 
 pub use element::{escape_attr, escape_text, Element, Node};
-pub use parser::{Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
+pub use fragment::parse_element;
+pub use parser::{Limits, StreamEvent, StreamHeader, StreamParser, XmlError, MAX_TOKEN_BYTES};

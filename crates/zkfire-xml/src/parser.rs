@@ -1,7 +1,21 @@
-//! Incremental, bounded parser for an XMPP stream. (Interface; the parsing
-//! itself is being written.)
+//! Incremental, bounded parser for an XMPP stream.
+//!
+//! rxml's raw push parser does the tokenizing (UTF-8, well-formedness,
+//! restricted XML); this file drives it chunk by chunk, applies the stream
+//! rules of RFC 6120 section 4 and enforces the limits as bytes arrive.
 
 use crate::element::Element;
+use crate::error_map::classify;
+use crate::resolve::{Head, Scopes};
+use crate::tree::TreeBuilder;
+use rxml::error::EndOrError;
+use rxml::{Options, Parse, RawEvent, RawParser, WithOptions};
+
+/// Longest name or attribute value accepted (when `max_stanza_bytes` is
+/// larger). rxml keeps a buffer of this size per parser, so it is capped
+/// rather than following `max_stanza_bytes` up; longer text is fine (it is
+/// read in pieces), a longer attribute value is [`XmlError::TokenTooLong`].
+pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
 
 /// Bounds on what one peer may send. Every one is enforced while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +45,14 @@ pub struct StreamHeader {
     pub name: String,
     /// Namespace of the root element (`http://etherx.jabber.org/streams`).
     pub ns: String,
-    /// The default namespace declared on it (`jabber:client` for c2s).
+    /// The default namespace declared on it (`jabber:client` for c2s);
+    /// empty when it declares none. Unprefixed stanzas are in it.
     pub default_ns: String,
     pub to: Option<String>,
     pub from: Option<String>,
     pub id: Option<String>,
     pub version: Option<String>,
+    /// `xml:lang`.
     pub lang: Option<String>,
 }
 
@@ -62,6 +78,8 @@ pub enum XmlError {
     TooManyAttributes { limit: usize },
     #[error("undeclared namespace prefix: {0}")]
     BadNamespacePrefix(String),
+    #[error("name or attribute value longer than {limit} bytes")]
+    TokenTooLong { limit: usize },
 }
 
 impl XmlError {
@@ -74,34 +92,312 @@ impl XmlError {
             XmlError::TooDeep { .. } => "policy-violation",
             XmlError::TooManyAttributes { .. } => "policy-violation",
             XmlError::BadNamespacePrefix(_) => "bad-namespace-prefix",
+            XmlError::TokenTooLong { .. } => "policy-violation",
         }
     }
 }
 
+/// Where in the stream the parser is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing but whitespace yet.
+    Start,
+    /// Reading the XML declaration and the stream header.
+    Prolog,
+    /// Between and inside stanzas.
+    Stream,
+    /// After `</stream:stream>`.
+    Ended,
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
 /// Parses one XMPP stream from bytes as they arrive.
+#[derive(Debug)]
 pub struct StreamParser {
     limits: Limits,
+    raw: RawParser,
+    token_limit: usize,
+    phase: Phase,
+    /// The first error; every later `feed` returns it again.
+    failed: Option<XmlError>,
+    /// Whitespace skipped before the first `<` (rxml rejects it without an
+    /// XML declaration; XML allows it).
+    skipped: usize,
+    /// The first bytes from the first `<`, to tell `<?xml-foo` (a
+    /// processing instruction) from the XML declaration.
+    lead: [u8; 6],
+    lead_len: usize,
+    /// Bytes rxml has consumed.
+    consumed: usize,
+    /// Where the current stanza's `<` is (in `consumed` terms).
+    stanza_start: usize,
+    /// Open elements, the stream header included.
+    open: usize,
+    head: Head,
+    scopes: Scopes,
+    tree: TreeBuilder,
 }
 
 impl StreamParser {
     pub fn new(limits: Limits) -> Self {
-        StreamParser { limits }
+        // Never 0: rxml could not read even a one-letter name.
+        let token_limit = limits.max_stanza_bytes.clamp(1, MAX_TOKEN_BYTES);
+        let options = Options {
+            max_token_length: token_limit,
+            ..Options::default()
+        };
+        let mut raw = <RawParser as WithOptions>::with_options(options);
+        // Text comes out as soon as it is read rather than when a `<` or a
+        // full buffer ends it, so text between stanzas fails at once.
+        raw.set_text_buffering(false);
+        StreamParser {
+            limits,
+            raw,
+            token_limit,
+            phase: Phase::Start,
+            failed: None,
+            skipped: 0,
+            lead: [0; 6],
+            lead_len: 0,
+            consumed: 0,
+            stanza_start: 0,
+            open: 0,
+            head: Head::default(),
+            scopes: Scopes::default(),
+            tree: TreeBuilder::default(),
+        }
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
-    /// Parses `data`, appending every complete event to `out`. After an
-    /// error the parser must not be fed again.
+    /// Parses `data`, appending every complete event to `out`. Any split of
+    /// the input gives the same events. On error, events completed before
+    /// the error are in `out`; the error is final: later calls return it
+    /// again until [`StreamParser::reset`].
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
-        let _ = (data, out);
-        Err(XmlError::NotWellFormed("parser not yet written".into()))
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.feed_inner(data, out);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
     }
 
     /// Starts over for a new stream on the same connection (after STARTTLS
     /// or SASL success).
     pub fn reset(&mut self) {
         *self = StreamParser::new(self.limits);
+    }
+
+    fn feed_inner(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
+        if self.phase == Phase::Start {
+            data = self.skip_leading_space(data)?;
+            if data.is_empty() {
+                return Ok(());
+            }
+        }
+        if self.phase == Phase::Prolog && self.lead_len < self.lead.len() {
+            self.sniff_lead(data)?;
+        }
+        loop {
+            let before = data.len();
+            let result = self.raw.parse(&mut data, false);
+            self.consumed += before - data.len();
+            // Before looking at the event: a stanza over the limit must not
+            // come out even when its last byte arrived in the same chunk.
+            self.check_size()?;
+            match result {
+                Ok(Some(event)) => self.handle(event, out)?,
+                // rxml signals the end of a document only at end of file,
+                // which a stream never tells it.
+                Ok(None) => return Ok(()),
+                Err(EndOrError::NeedMoreData) => return Ok(()),
+                Err(EndOrError::Error(e)) => {
+                    return Err(classify(e, self.token_limit, self.limits.max_stanza_bytes))
+                }
+            }
+        }
+    }
+
+    /// Drops whitespace before the first `<`, and fails at once on anything
+    /// else (an HTTP request, a TLS hello) instead of waiting for a `<`.
+    fn skip_leading_space<'a>(&mut self, data: &'a [u8]) -> Result<&'a [u8], XmlError> {
+        let n = data.iter().take_while(|b| is_xml_space(**b)).count();
+        self.skipped += n;
+        if self.skipped > self.limits.max_stanza_bytes {
+            return Err(XmlError::StanzaTooBig {
+                limit: self.limits.max_stanza_bytes,
+            });
+        }
+        let rest = data.get(n..).unwrap_or_default();
+        match rest.first() {
+            None => Ok(rest),
+            Some(b'<') => {
+                self.phase = Phase::Prolog;
+                Ok(rest)
+            }
+            Some(_) => Err(XmlError::NotWellFormed(
+                "the stream does not start with '<'".into(),
+            )),
+        }
+    }
+
+    /// rxml reads `<?xml-stylesheet` as a broken XML declaration; it is a
+    /// processing instruction, so restricted.
+    fn sniff_lead(&mut self, data: &[u8]) -> Result<(), XmlError> {
+        for &b in data.iter().take(self.lead.len() - self.lead_len) {
+            if let Some(slot) = self.lead.get_mut(self.lead_len) {
+                *slot = b;
+                self.lead_len += 1;
+            }
+        }
+        let [b'<', b'?', b'x', b'm', b'l', next] = self.lead else {
+            return Ok(());
+        };
+        // A name character after `<?xml` makes it a longer target name.
+        if self.lead_len == self.lead.len()
+            && (next.is_ascii_alphanumeric()
+                || matches!(next, b'-' | b'_' | b'.' | b':')
+                || next >= 0x80)
+        {
+            return Err(XmlError::Restricted("processing instruction".into()));
+        }
+        Ok(())
+    }
+
+    fn check_size(&self) -> Result<(), XmlError> {
+        let limit = self.limits.max_stanza_bytes;
+        let used = match self.phase {
+            Phase::Prolog => self.skipped + self.consumed,
+            Phase::Stream if self.open >= 2 => self.consumed.saturating_sub(self.stanza_start),
+            // Between stanzas rxml holds at most one name or piece of
+            // text, bounded by the token limit.
+            _ => 0,
+        };
+        if used > limit {
+            Err(XmlError::StanzaTooBig { limit })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn handle(&mut self, event: RawEvent, out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
+        match event {
+            RawEvent::XmlDeclaration(..) => {}
+            RawEvent::ElementHeadOpen(_, (prefix, local)) => {
+                self.open += 1;
+                if self.phase == Phase::Stream {
+                    // The stanza is depth 1, the stream header depth 0.
+                    let depth = self.open - 1;
+                    if depth > self.limits.max_depth {
+                        return Err(XmlError::TooDeep {
+                            limit: self.limits.max_depth,
+                        });
+                    }
+                    if depth == 1 {
+                        // rxml reports an element once it has read `<`, the
+                        // name and one byte after it, and returns it at once.
+                        // (Its event lengths would be simpler, but they drop
+                        // the bytes of a character split across chunks.)
+                        let name_len = local.len() + prefix.as_ref().map_or(0, |p| p.len() + 1);
+                        self.stanza_start = self.consumed.saturating_sub(name_len + 2);
+                        self.check_size()?;
+                    }
+                }
+                self.head.begin(prefix, local);
+            }
+            RawEvent::Attribute(_, (prefix, local), value) => {
+                if self.head.push_attr(prefix, local, value) > self.limits.max_attributes {
+                    return Err(XmlError::TooManyAttributes {
+                        limit: self.limits.max_attributes,
+                    });
+                }
+            }
+            RawEvent::ElementHeadClose(_) => {
+                let element = self.head.finish(&mut self.scopes)?;
+                if self.phase == Phase::Prolog {
+                    let default_ns = self.scopes.lookup(None).unwrap_or_default().to_owned();
+                    out.push(StreamEvent::Header(header_from(element, default_ns)));
+                    self.phase = Phase::Stream;
+                } else {
+                    self.tree.start(element);
+                }
+            }
+            RawEvent::Text(_, text) => {
+                if self.open >= 2 {
+                    self.tree.text(text);
+                } else if !text.bytes().all(is_xml_space) {
+                    return Err(XmlError::NotWellFormed("text between stanzas".into()));
+                }
+                // Whitespace between stanzas is a keepalive: dropped.
+            }
+            RawEvent::ElementFoot(_) => {
+                self.open = self.open.saturating_sub(1);
+                self.scopes.pop();
+                if self.open == 0 {
+                    self.phase = Phase::Ended;
+                    out.push(StreamEvent::End);
+                } else if let Some(stanza) = self.tree.end() {
+                    out.push(StreamEvent::Stanza(stanza));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header_from(root: Element, default_ns: String) -> StreamHeader {
+    let attr = |name: &str| root.attr(name).map(str::to_owned);
+    StreamHeader {
+        to: attr("to"),
+        from: attr("from"),
+        id: attr("id"),
+        version: attr("version"),
+        lang: attr("xml:lang"),
+        name: root.name().to_owned(),
+        ns: root.ns().to_owned(),
+        default_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stanza byte count starts from where rxml reports the element;
+    /// check that this lands on its `<` however the input is split, also
+    /// after characters split across chunks.
+    #[test]
+    fn stanza_start_is_found_exactly() {
+        let prefix = "<?xml version='1.0'?>\n  <stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams' >\n\
+            <a x = 'y' >t&amp;<![CDATA[c]]>\r\n<b/></a >  \t<c/>\
+            <d>\u{2603}\u{2603}\u{1D11E}</d>\r\n";
+        // Unfinished, so the stanza is still open at the end.
+        let stanzas = ["<s/", "<stream:features>x", "<\u{e9}t\u{e9}\t"];
+        for stanza in stanzas {
+            let input = format!("{prefix}{stanza}");
+            let input = input.as_bytes();
+            for chunk in [1, 2, 3, 5, 7, input.len()] {
+                let mut p = StreamParser::new(Limits::default());
+                let mut out = Vec::new();
+                for piece in input.chunks(chunk) {
+                    p.feed(piece, &mut out).unwrap();
+                }
+                assert_eq!(p.open, 2, "{stanza} in chunks of {chunk}");
+                assert_eq!(
+                    p.stanza_start,
+                    prefix.len() - p.skipped,
+                    "{stanza} in chunks of {chunk}"
+                );
+            }
+        }
     }
 }

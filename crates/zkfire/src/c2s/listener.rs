@@ -1,0 +1,86 @@
+//! Accepting client connections: the per-address limit, the optional TLS
+//! handshake of direct-TLS listeners, then negotiation and the session.
+
+use super::negotiation::{negotiate, Negotiated};
+use super::stream::XmppStream;
+use super::transport::Transport;
+use crate::server::Server;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Binds a listener; errors name the address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let server2 = server.clone();
+                server
+                    .tasks
+                    .spawn(async move { handle(server2, tcp, peer, direct_tls).await });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let _ = tcp.set_nodelay(true);
+    let write_timeout = Duration::from_secs(server.config.limits.write_timeout_secs);
+    let limits = server.config.xml_limits();
+    let Some(_slot) = server.conn_limiter.acquire(peer.ip()) else {
+        tracing::warn!(%peer, "too many connections from this address");
+        if !direct_tls {
+            let mut stream = XmppStream::new(Transport::Plain(tcp), peer, limits, write_timeout);
+            stream
+                .close_with_error(
+                    &server.domain,
+                    "policy-violation",
+                    Some("too many connections from your address"),
+                )
+                .await;
+        }
+        return;
+    };
+    let transport = if direct_tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.tls.direct.clone());
+        let timeout = Duration::from_secs(server.config.limits.tls_handshake_timeout_secs);
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        Transport::Plain(tcp)
+    };
+    let stream = XmppStream::new(transport, peer, limits, write_timeout);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(server.config.limits.auth_timeout_secs);
+    let negotiated = tokio::select! {
+        n = negotiate(&server, stream, deadline) => n,
+        _ = server.shutdown.cancelled() => Negotiated::Closed,
+    };
+    super::session::run(server, negotiated).await;
+}

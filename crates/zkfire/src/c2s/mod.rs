@@ -1,0 +1,11 @@
+//! Client-to-server connections (RFC 6120 and RFC 6121).
+
+pub mod auth_throttle;
+pub mod conn_limit;
+pub mod listener;
+pub mod negotiation;
+pub mod sasl;
+pub mod session;
+pub mod stream;
+pub mod stream_mgmt;
+pub mod transport;

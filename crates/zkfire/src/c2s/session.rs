@@ -1,0 +1,574 @@
+//! A bound client session: one task that reads the client's stanzas and
+//! writes what the router queued for it, with stream management and pings.
+
+use super::negotiation::{read_failed, Negotiated};
+use super::stream::{new_id, ReadError, XmppStream};
+use super::stream_mgmt::{ack_element, failed_element, request_element, ResumeRequest, SmState};
+use crate::jids;
+use crate::modules::presence::{self, ClientPresence};
+use crate::router::session_handle::{LocalSession, SessionCommand, SessionReceiver};
+use crate::router::{self, bounce};
+use crate::server::Server;
+use crate::stanza::{error_reply, Kind, StanzaError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use zkfire_xml::{ns, Element, StreamEvent};
+
+/// Stanzas written before the output is flushed and an ack requested.
+const BATCH: usize = 64;
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Keep going.
+    No,
+    /// The connection is gone but the session may be resumed.
+    Detach,
+    /// The session is over.
+    Over,
+}
+
+pub struct Session {
+    server: Arc<Server>,
+    handle: Arc<LocalSession>,
+    node: String,
+    presence: ClientPresence,
+    sm: Option<SmState>,
+    /// Id of the ping the server sent and is waiting for, if any.
+    ping_pending: Option<String>,
+    last_heard: Instant,
+    /// Where the session goes after a resumable disconnect.
+    detached_until: Option<Instant>,
+}
+
+/// Binds the resource and runs the session to its end.
+pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
+    let Negotiated::Bound {
+        mut stream,
+        node,
+        resource,
+    } = negotiated
+    else {
+        return;
+    };
+    let bare = format!("{node}@{}", server.domain);
+    let (handle, rx) = LocalSession::new(&bare, &resource, server.config.limits.max_session_queue);
+    if let Some(old) = server.directory.bind(handle.clone()) {
+        // RFC 6120 section 7.7.2.2: the newer login wins.
+        old.command(SessionCommand::Replaced);
+    }
+    tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), "session started");
+    // A failed flush shows up again at the first read, which ends the session.
+    let _ = stream.flush().await;
+    let session = Session {
+        server,
+        handle,
+        node,
+        presence: ClientPresence::default(),
+        sm: None,
+        ping_pending: None,
+        last_heard: Instant::now(),
+        detached_until: None,
+    };
+    session.run_loop(Some(stream), rx).await;
+}
+
+impl Session {
+    async fn run_loop(mut self, mut stream: Option<XmppStream>, mut rx: SessionReceiver) {
+        let ping_after = Duration::from_secs(self.server.config.limits.ping_after_secs);
+        let ping_timeout = Duration::from_secs(self.server.config.limits.ping_timeout_secs);
+        loop {
+            // Events parsed ahead of time (pipelined after bind or resume).
+            let mut end = End::No;
+            if let Some(s) = stream.as_mut() {
+                while let Some(ev) = s.pop_event() {
+                    end = self.on_event(s, ev).await;
+                    if end != End::No {
+                        break;
+                    }
+                }
+                if end == End::No && s.has_queued() && s.flush().await.is_err() {
+                    end = self.connection_lost();
+                }
+            }
+            if end == End::No {
+                let timer = match (&self.detached_until, &self.ping_pending) {
+                    (Some(until), _) => *until,
+                    (None, None) => self.last_heard + ping_after,
+                    (None, Some(_)) => self.last_heard + ping_after + ping_timeout,
+                };
+                let shutdown = self.server.shutdown.clone();
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        if let Some(s) = stream.as_mut() {
+                            s.close_with_error(&self.server.domain, "system-shutdown", None).await;
+                        }
+                        end = End::Over;
+                    }
+                    cmd = rx.recv() => {
+                        end = match cmd {
+                            Some(cmd) => self.on_command(&mut stream, &mut rx, cmd).await,
+                            None => End::Over,
+                        };
+                    }
+                    r = read(&mut stream) => {
+                        end = match r {
+                            Ok(()) => { self.last_heard = Instant::now(); End::No }
+                            Err(ReadError::Xml(e)) => {
+                                if let Some(s) = stream.take() {
+                                    read_failed(s, &self.server, ReadError::Xml(e)).await;
+                                }
+                                End::Over
+                            }
+                            Err(_) => self.connection_lost(),
+                        };
+                    }
+                    _ = tokio::time::sleep_until(timer) => {
+                        end = self.on_timer(&mut stream).await;
+                    }
+                }
+            }
+            match end {
+                End::No => {}
+                End::Detach => {
+                    stream = None;
+                    tracing::info!(jid = %self.handle.full_jid, "connection lost; waiting for resumption");
+                }
+                End::Over => break,
+            }
+        }
+        self.finish(stream, rx).await;
+    }
+
+    /// The connection broke: detach when it can be resumed, else end.
+    fn connection_lost(&mut self) -> End {
+        match self.sm.as_ref().and_then(|sm| sm.id.as_ref()) {
+            Some(_) => {
+                let timeout =
+                    Duration::from_secs(self.server.config.stream_management.resume_timeout_secs);
+                self.detached_until = Some(Instant::now() + timeout);
+                self.ping_pending = None;
+                End::Detach
+            }
+            None => End::Over,
+        }
+    }
+
+    async fn on_timer(&mut self, stream: &mut Option<XmppStream>) -> End {
+        if self.detached_until.is_some() {
+            tracing::info!(jid = %self.handle.full_jid, "resumption timed out");
+            return End::Over;
+        }
+        let Some(s) = stream.as_mut() else {
+            return End::Over;
+        };
+        if self.ping_pending.is_some() {
+            // XEP-0199: no answer to the server's ping.
+            tracing::info!(jid = %self.handle.full_jid, "client did not answer ping");
+            if let Some(s) = stream.take() {
+                let mut s = s;
+                s.close_with_error(&self.server.domain, "connection-timeout", None)
+                    .await;
+            }
+            return self.connection_lost();
+        }
+        let id = new_id();
+        let ping = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", id.clone())
+            .with_attr("from", self.server.domain.clone())
+            .with_attr("to", self.handle.full_jid.clone())
+            .with_child(Element::new("ping", ns::PING));
+        self.ping_pending = Some(id);
+        self.write(s, ping);
+        if s.flush().await.is_err() {
+            return self.connection_lost();
+        }
+        End::No
+    }
+
+    /// Writes a stanza to the client, keeping it for stream management.
+    fn write(&mut self, stream: &mut XmppStream, stanza: Element) {
+        stream.queue(&stanza);
+        if let Some(sm) = self.sm.as_mut() {
+            sm.sent(stanza);
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        stream: &mut Option<XmppStream>,
+        rx: &mut SessionReceiver,
+        cmd: SessionCommand,
+    ) -> End {
+        match cmd {
+            SessionCommand::Deliver(stanza) => {
+                let Some(s) = stream.as_mut() else {
+                    // Detached: keep it for the resumed stream.
+                    if let Some(sm) = self.sm.as_mut() {
+                        sm.sent(stanza);
+                    }
+                    return End::No;
+                };
+                self.write(s, stanza);
+                // Take whatever else is already queued, and write it in one go.
+                let mut n = 1;
+                while n < BATCH {
+                    match rx.try_recv() {
+                        Some(SessionCommand::Deliver(stanza)) => self.write(s, stanza),
+                        Some(other) => return Box::pin(self.on_command(stream, rx, other)).await,
+                        None => break,
+                    }
+                    n += 1;
+                }
+                self.request_ack(s);
+                if s.flush().await.is_err() {
+                    return self.connection_lost();
+                }
+                End::No
+            }
+            SessionCommand::Replaced => {
+                tracing::info!(jid = %self.handle.full_jid, "replaced by a new login");
+                if let Some(mut s) = stream.take() {
+                    s.close_with_error(
+                        &self.server.domain,
+                        "conflict",
+                        Some("replaced by a new connection"),
+                    )
+                    .await;
+                }
+                End::Over
+            }
+            SessionCommand::Shutdown => {
+                if let Some(mut s) = stream.take() {
+                    s.close_with_error(&self.server.domain, "system-shutdown", None)
+                        .await;
+                }
+                End::Over
+            }
+            SessionCommand::Resume(request) => self.resume(stream, *request).await,
+        }
+    }
+
+    fn request_ack(&mut self, stream: &mut XmppStream) {
+        if let Some(sm) = self.sm.as_mut() {
+            if !sm.ack_requested && !sm.unacked.is_empty() {
+                sm.ack_requested = true;
+                stream.queue(&request_element());
+            }
+            if sm.unacked.len() > self.server.config.stream_management.max_unacked {
+                tracing::warn!(jid = %self.handle.full_jid, "client does not acknowledge stanzas");
+            }
+        }
+    }
+
+    /// XEP-0198 section 5: a new connection takes over this session.
+    async fn resume(&mut self, stream: &mut Option<XmppStream>, request: ResumeRequest) -> End {
+        let ResumeRequest { stream: mut new, h } = request;
+        let Some(sm) = self.sm.as_mut() else {
+            new.queue(&failed_element("item-not-found", None));
+            new.close().await;
+            return End::No;
+        };
+        let previd = sm.id.clone().unwrap_or_default();
+        if sm.ack(h).is_err() {
+            new.queue(&failed_element("unexpected-request", Some(sm.inbound)));
+            new.close().await;
+            return End::No;
+        }
+        if let Some(mut old) = stream.take() {
+            // The old connection may still look alive to us; it is replaced.
+            old.close().await;
+        }
+        new.queue(
+            &Element::new("resumed", ns::SM)
+                .with_attr("previd", previd)
+                .with_attr("h", sm.inbound.to_string()),
+        );
+        // Send again everything not acknowledged, in order.
+        for stanza in &sm.unacked {
+            new.queue(stanza);
+        }
+        if !sm.unacked.is_empty() {
+            sm.ack_requested = true;
+            new.queue(&request_element());
+        }
+        self.detached_until = None;
+        self.ping_pending = None;
+        self.last_heard = Instant::now();
+        tracing::info!(jid = %self.handle.full_jid, peer = %new.peer(), "session resumed");
+        if new.flush().await.is_err() {
+            *stream = None;
+            return self.connection_lost();
+        }
+        *stream = Some(new);
+        End::No
+    }
+
+    async fn on_event(&mut self, stream: &mut XmppStream, ev: StreamEvent) -> End {
+        match ev {
+            StreamEvent::Stanza(el) => self.on_element(stream, el).await,
+            StreamEvent::End => {
+                // A clean close ends the session even with stream management on.
+                stream.close().await;
+                End::Over
+            }
+            StreamEvent::Header(_) => {
+                stream
+                    .close_with_error(&self.server.domain, "not-well-formed", None)
+                    .await;
+                End::Over
+            }
+        }
+    }
+
+    async fn on_element(&mut self, stream: &mut XmppStream, el: Element) -> End {
+        if el.ns() == ns::SM {
+            return self.on_sm(stream, &el);
+        }
+        let Some(kind) = Kind::of(&el) else {
+            stream
+                .close_with_error(&self.server.domain, "unsupported-stanza-type", None)
+                .await;
+            return End::Over;
+        };
+        if let Some(sm) = self.sm.as_mut() {
+            sm.inbound = sm.inbound.wrapping_add(1);
+        }
+        let mut el = el;
+        // The server stamps `from` (RFC 6120 section 8.1.2.1); a client cannot forge it.
+        el.set_attr("from", self.handle.full_jid.clone());
+        let to = match el.attr("to") {
+            None => None,
+            Some(raw) => match jids::parse(raw) {
+                Some(j) => {
+                    let normalized = j.to_string();
+                    el.set_attr("to", normalized.clone());
+                    Some(normalized)
+                }
+                None => {
+                    self.reply_error(stream, &el, StanzaError::jid_malformed());
+                    return End::No;
+                }
+            },
+        };
+        match kind {
+            Kind::Message => {
+                if to.is_none() {
+                    el.set_attr("to", self.handle.bare_jid.clone());
+                }
+                if self.outbound_blocked(stream, &el).await {
+                    return End::No;
+                }
+                router::route(&self.server, el).await;
+            }
+            Kind::Presence => {
+                if to.is_some() && self.outbound_blocked(stream, &el).await {
+                    return End::No;
+                }
+                presence::outbound(&self.server, &self.handle, &mut self.presence, el).await;
+            }
+            Kind::Iq => return self.on_iq(stream, el, to).await,
+        }
+        End::No
+    }
+
+    async fn on_iq(&mut self, stream: &mut XmppStream, el: Element, to: Option<String>) -> End {
+        let to_server = to.as_deref().is_none_or(|t| t == self.server.domain);
+        let is_response = matches!(el.attr("type"), Some("result") | Some("error"));
+        if is_response && to_server {
+            if self.ping_pending.as_deref() == el.attr("id") {
+                self.ping_pending = None;
+            }
+            return End::No;
+        }
+        if to.is_none() {
+            if el.child("session", ns::SESSION).is_some() {
+                // RFC 3921 session establishment: accepted, nothing to do.
+                let reply = crate::stanza::iq_result(&el, None);
+                self.write(stream, reply);
+                return End::No;
+            }
+            if el.child("bind", ns::BIND).is_some() {
+                self.reply_error(stream, &el, StanzaError::not_allowed());
+                return End::No;
+            }
+            let removes_account = el.attr("type") == Some("set")
+                && el
+                    .child("query", ns::REGISTER)
+                    .is_some_and(|q| q.child("remove", ns::REGISTER).is_some());
+            let bare = self.handle.bare_jid.clone();
+            router::handle_iq_here(&self.server, el, Some(&bare)).await;
+            if removes_account && !crate::router::account_exists(&self.server, &bare).await {
+                // XEP-0077 section 3.2: the account is gone; so is the stream.
+                return self.flush_then_close(stream, "not-authorized").await;
+            }
+            return End::No;
+        }
+        if self.outbound_blocked(stream, &el).await {
+            return End::No;
+        }
+        router::route(&self.server, el).await;
+        End::No
+    }
+
+    async fn flush_then_close(&mut self, stream: &mut XmppStream, condition: &str) -> End {
+        // Let what the router queued for us (the IQ result) go out first.
+        tokio::task::yield_now().await;
+        stream
+            .close_with_error(&self.server.domain, condition, None)
+            .await;
+        End::Over
+    }
+
+    /// XEP-0191 section 3.6: the user's own blocklist stops outgoing stanzas.
+    async fn outbound_blocked(&mut self, stream: &mut XmppStream, el: &Element) -> bool {
+        let Some(to) = el.attr("to") else {
+            return false;
+        };
+        if jids::bare_of(to) == self.handle.bare_jid {
+            return false;
+        }
+        let list = self.server.blocklist(&self.handle.bare_jid).await;
+        if list.is_empty() || !jids::is_blocked(&list, to) {
+            return false;
+        }
+        if el.name() != "presence" {
+            let error = StanzaError::not_acceptable()
+                .with_extra(Element::new("blocked", ns::BLOCKING_ERRORS));
+            self.reply_error(stream, el, error);
+        }
+        true
+    }
+
+    fn reply_error(&mut self, stream: &mut XmppStream, el: &Element, error: StanzaError) {
+        if crate::stanza::may_bounce(el) {
+            let mut reply = error_reply(el, &error);
+            reply.set_attr("to", self.handle.full_jid.clone());
+            self.write(stream, reply);
+        }
+    }
+
+    fn on_sm(&mut self, stream: &mut XmppStream, el: &Element) -> End {
+        match el.name() {
+            "enable" => {
+                if self.sm.is_some() {
+                    stream.queue(&failed_element("unexpected-request", None));
+                    return End::No;
+                }
+                let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
+                let id = resume.then(new_id);
+                let mut enabled = Element::new("enabled", ns::SM);
+                if let Some(id) = &id {
+                    enabled.set_attr("id", id.clone());
+                    enabled.set_attr("resume", "true");
+                    enabled.set_attr(
+                        "max",
+                        self.server
+                            .config
+                            .stream_management
+                            .resume_timeout_secs
+                            .to_string(),
+                    );
+                    self.server.sm.insert(id, &self.handle);
+                }
+                stream.queue(&enabled);
+                self.sm = Some(SmState::new(id));
+                End::No
+            }
+            "r" => {
+                if let Some(sm) = &self.sm {
+                    stream.queue(&ack_element(sm.inbound));
+                }
+                End::No
+            }
+            "a" => {
+                let Some(sm) = self.sm.as_mut() else {
+                    return End::No;
+                };
+                let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return End::No;
+                };
+                if sm.ack(h).is_err() {
+                    // XEP-0198 section 4: acknowledging more than was sent.
+                    let h = sm.inbound;
+                    stream.queue(&failed_element("undefined-condition", Some(h)));
+                    return End::Over;
+                }
+                End::No
+            }
+            _ => End::No,
+        }
+    }
+
+    /// The session is over: leave the directory, tell contacts, and send
+    /// every stanza the client did not take back through the router.
+    async fn finish(mut self, stream: Option<XmppStream>, mut rx: SessionReceiver) {
+        let server = self.server.clone();
+        let last = server.directory.unbind(&self.handle);
+        if let Some(id) = self.sm.as_ref().and_then(|sm| sm.id.clone()) {
+            server.sm.remove(&id);
+        }
+        if let Some(mut s) = stream {
+            s.close().await;
+        }
+        presence::session_ended(&server, &self.handle, &mut self.presence, last).await;
+        if last {
+            server.blocklists.remove(&self.handle.bare_jid);
+            let _ = server
+                .storage
+                .set_last_activity(
+                    &self.node,
+                    crate::stanza::unix_now(),
+                    &self.presence.last_status,
+                )
+                .await;
+        }
+        let mut pending: Vec<Element> = self
+            .sm
+            .take()
+            .map(|sm| sm.unacked.into())
+            .unwrap_or_default();
+        for cmd in rx.close_and_drain() {
+            match cmd {
+                SessionCommand::Deliver(stanza) => pending.push(stanza),
+                SessionCommand::Resume(request) => {
+                    let mut s = request.stream;
+                    s.queue(&failed_element("item-not-found", None));
+                    s.close().await;
+                }
+                _ => {}
+            }
+        }
+        for stanza in pending {
+            reroute(&server, stanza).await;
+        }
+        tracing::info!(jid = %self.handle.full_jid, "session ended");
+    }
+}
+
+/// A stanza that reached a session but not its client: messages go back
+/// through the router (another resource, or offline storage); requests get
+/// an error; the rest is dropped, as for any resource that goes away.
+async fn reroute(server: &Arc<Server>, stanza: Element) {
+    match Kind::of(&stanza) {
+        Some(Kind::Message) => {
+            if stanza.attr("from").is_some_and(|f| f == server.domain) {
+                return;
+            }
+            router::route(server, stanza).await
+        }
+        Some(Kind::Iq) if matches!(stanza.attr("type"), Some("get") | Some("set")) => {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await
+        }
+        _ => {}
+    }
+}
+
+async fn read(stream: &mut Option<XmppStream>) -> Result<(), ReadError> {
+    match stream.as_mut() {
+        Some(s) => s.read_some().await,
+        None => std::future::pending().await,
+    }
+}

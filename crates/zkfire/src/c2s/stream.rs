@@ -1,0 +1,243 @@
+//! One XMPP stream over a transport: parsed events in, serialized stanzas out.
+
+use super::transport::Transport;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zkfire_xml::{
+    escape_attr, escape_text, ns, Element, Limits, StreamEvent, StreamParser, XmlError,
+};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Xml(#[from] XmlError),
+}
+
+pub struct XmppStream {
+    transport: Transport,
+    parser: StreamParser,
+    read_buf: Vec<u8>,
+    events: VecDeque<StreamEvent>,
+    write_buf: String,
+    peer: SocketAddr,
+    header_sent: bool,
+    write_timeout: Duration,
+}
+
+impl XmppStream {
+    pub fn new(
+        transport: Transport,
+        peer: SocketAddr,
+        limits: Limits,
+        write_timeout: Duration,
+    ) -> Self {
+        XmppStream {
+            transport,
+            parser: StreamParser::new(limits),
+            read_buf: Vec::new(),
+            events: VecDeque::new(),
+            write_buf: String::new(),
+            peer,
+            header_sent: false,
+            write_timeout,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
+    }
+
+    pub fn tls_exporter(&self) -> Option<Vec<u8>> {
+        self.transport.tls_exporter()
+    }
+
+    /// Reads once from the socket and parses what came. Cancel-safe: nothing
+    /// is lost when the future is dropped before it completes.
+    pub async fn read_some(&mut self) -> Result<(), ReadError> {
+        if self.read_buf.len() < READ_CHUNK {
+            self.read_buf.resize(READ_CHUNK, 0);
+        }
+        let n = self.transport.read(&mut self.read_buf).await?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        let mut out = Vec::new();
+        self.parser.feed(&self.read_buf[..n], &mut out)?;
+        self.events.extend(out);
+        Ok(())
+    }
+
+    /// The next parsed event, if one is waiting.
+    pub fn pop_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// Waits for the next event.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, ReadError> {
+        loop {
+            if let Some(ev) = self.events.pop_front() {
+                return Ok(ev);
+            }
+            self.read_some().await?;
+        }
+    }
+
+    /// Starts a fresh stream on the same transport (after SASL success).
+    pub fn reset(&mut self) {
+        self.parser.reset();
+        self.events.clear();
+        self.header_sent = false;
+    }
+
+    /// Upgrades to TLS (STARTTLS). Whatever the client sent after `<starttls/>`
+    /// in clear is dropped, as RFC 6120 section 5.4.3.3 requires.
+    pub async fn start_tls(
+        self,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> anyhow::Result<XmppStream> {
+        let XmppStream {
+            transport,
+            mut parser,
+            peer,
+            write_timeout,
+            ..
+        } = self;
+        let tcp = match transport {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(_) => anyhow::bail!("TLS is already on"),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
+        parser.reset();
+        Ok(XmppStream {
+            transport: Transport::Tls(Box::new(tls)),
+            parser,
+            read_buf: Vec::new(),
+            events: VecDeque::new(),
+            write_buf: String::new(),
+            peer,
+            header_sent: false,
+            write_timeout,
+        })
+    }
+
+    /// Queues the server's stream header.
+    pub fn queue_header(&mut self, domain: &str, id: &str, lang: &str) {
+        self.write_buf
+            .push_str("<?xml version='1.0'?><stream:stream xmlns='");
+        self.write_buf.push_str(ns::CLIENT);
+        self.write_buf.push_str("' xmlns:stream='");
+        self.write_buf.push_str(ns::STREAM);
+        self.write_buf.push_str("' from='");
+        self.write_buf.push_str(&escape_attr(domain));
+        self.write_buf.push_str("' id='");
+        self.write_buf.push_str(&escape_attr(id));
+        self.write_buf.push_str("' version='1.0' xml:lang='");
+        self.write_buf.push_str(&escape_attr(lang));
+        self.write_buf.push_str("'>");
+        self.header_sent = true;
+    }
+
+    /// Queues `<stream:features>` around the given feature elements.
+    pub fn queue_features(&mut self, features: &[Element]) {
+        self.write_buf.push_str("<stream:features>");
+        for f in features {
+            f.write_to(&mut self.write_buf, ns::CLIENT);
+        }
+        self.write_buf.push_str("</stream:features>");
+    }
+
+    /// Queues a stanza or nonza of the `jabber:client` stream.
+    pub fn queue(&mut self, el: &Element) {
+        el.write_to(&mut self.write_buf, ns::CLIENT);
+    }
+
+    /// Queues already serialized XML.
+    pub fn queue_raw(&mut self, xml: &str) {
+        self.write_buf.push_str(xml);
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.write_buf.is_empty()
+    }
+
+    /// Writes everything queued. A client that does not read for
+    /// `write_timeout` gets an error here, so one stuck reader cannot hold a
+    /// session's memory forever.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let result = tokio::time::timeout(self.write_timeout, async {
+            self.transport.write_all(self.write_buf.as_bytes()).await?;
+            self.transport.flush().await
+        })
+        .await;
+        self.write_buf.clear();
+        // Keep idle sessions small: drop a buffer grown by a burst.
+        if self.write_buf.capacity() > 64 * 1024 {
+            self.write_buf = String::new();
+        }
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// Sends a stream error and closes the stream (RFC 6120 section 4.9).
+    pub async fn close_with_error(&mut self, domain: &str, condition: &str, text: Option<&str>) {
+        if !self.header_sent {
+            self.queue_header(domain, &new_id(), "en");
+        }
+        self.write_buf.push_str("<stream:error><");
+        self.write_buf.push_str(condition);
+        self.write_buf.push_str(" xmlns='");
+        self.write_buf.push_str(ns::STREAM_ERRORS);
+        self.write_buf.push_str("'/>");
+        if let Some(text) = text {
+            self.write_buf.push_str("<text xmlns='");
+            self.write_buf.push_str(ns::STREAM_ERRORS);
+            self.write_buf.push_str("' xml:lang='en'>");
+            self.write_buf.push_str(&escape_text(text));
+            self.write_buf.push_str("</text>");
+        }
+        self.write_buf.push_str("</stream:error>");
+        self.close().await;
+    }
+
+    /// Sends `</stream:stream>` and shuts the transport down.
+    pub async fn close(&mut self) {
+        if !self.header_sent {
+            self.write_buf.clear();
+        } else {
+            self.write_buf.push_str("</stream:stream>");
+        }
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.transport.shutdown()).await;
+    }
+}
+
+/// A random identifier (stream ids, SM ids, generated resources).
+pub fn new_id() -> String {
+    use rand::Rng;
+    let n: u128 = rand::thread_rng().gen();
+    format!("{n:032x}")
+}

@@ -1,0 +1,125 @@
+//! Stream management (XEP-0198): counters, the queue of stanzas the client has
+//! not acknowledged, and the registry of sessions that can be resumed.
+
+use super::stream::XmppStream;
+use crate::router::session_handle::LocalSession;
+use dashmap::DashMap;
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use zkfire_xml::{ns, Element};
+
+/// A new connection asking to take over a session (`<resume/>`).
+pub struct ResumeRequest {
+    pub stream: XmppStream,
+    /// Stanzas the client says it received.
+    pub h: u32,
+}
+
+/// Per-session stream management state.
+pub struct SmState {
+    /// Resumption id (`None` when the client did not ask for resumption).
+    pub id: Option<String>,
+    /// Stanzas received from the client and handled.
+    pub inbound: u32,
+    /// The client's last acknowledged count of stanzas sent to it.
+    pub acked: u32,
+    /// Stanzas sent to the client and not yet acknowledged, oldest first.
+    pub unacked: VecDeque<Element>,
+    pub ack_requested: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct HandledCountTooHigh;
+
+impl SmState {
+    pub fn new(id: Option<String>) -> Self {
+        SmState {
+            id,
+            inbound: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
+            ack_requested: false,
+        }
+    }
+
+    /// The client acknowledged `h` stanzas in all; drops those from the queue.
+    pub fn ack(&mut self, h: u32) -> Result<(), HandledCountTooHigh> {
+        let newly = h.wrapping_sub(self.acked) as usize;
+        if newly > self.unacked.len() {
+            return Err(HandledCountTooHigh);
+        }
+        self.unacked.drain(..newly);
+        self.acked = h;
+        self.ack_requested = false;
+        Ok(())
+    }
+
+    pub fn sent(&mut self, stanza: Element) {
+        self.unacked.push_back(stanza);
+    }
+}
+
+pub fn ack_element(h: u32) -> Element {
+    Element::new("a", ns::SM).with_attr("h", h.to_string())
+}
+
+pub fn request_element() -> Element {
+    Element::new("r", ns::SM)
+}
+
+pub fn failed_element(condition: &str, h: Option<u32>) -> Element {
+    let mut failed = Element::new("failed", ns::SM);
+    if let Some(h) = h {
+        failed.set_attr("h", h.to_string());
+    }
+    failed.with_child(Element::new(condition, ns::STANZA_ERRORS))
+}
+
+/// Sessions that may be resumed, by resumption id.
+#[derive(Default)]
+pub struct SmRegistry {
+    sessions: DashMap<String, Weak<LocalSession>>,
+}
+
+impl SmRegistry {
+    pub fn insert(&self, id: &str, session: &Arc<LocalSession>) {
+        self.sessions
+            .insert(id.to_string(), Arc::downgrade(session));
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.sessions.remove(id);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LocalSession>> {
+        self.sessions.get(id).and_then(|w| w.upgrade())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_drop_acknowledged_stanzas() {
+        let mut sm = SmState::new(None);
+        for i in 0..3 {
+            sm.sent(Element::new("message", ns::CLIENT).with_attr("id", i.to_string()));
+        }
+        sm.ack(2).unwrap();
+        assert_eq!(sm.unacked.len(), 1);
+        assert_eq!(sm.unacked[0].attr("id"), Some("2"));
+        assert_eq!(sm.ack(5), Err(HandledCountTooHigh));
+        sm.ack(3).unwrap();
+        assert!(sm.unacked.is_empty());
+    }
+
+    #[test]
+    fn counters_wrap() {
+        let mut sm = SmState::new(None);
+        sm.acked = u32::MAX;
+        sm.sent(Element::new("message", ns::CLIENT));
+        sm.ack(0).unwrap();
+        assert!(sm.unacked.is_empty());
+    }
+}

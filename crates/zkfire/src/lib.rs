@@ -1,0 +1,14 @@
+//! zkfire: an XMPP server whose nodes serve one domain together.
+
+pub mod accounts;
+pub mod c2s;
+pub mod cli;
+pub mod config;
+pub mod jids;
+pub mod logging;
+pub mod modules;
+pub mod router;
+pub mod serve;
+pub mod server;
+pub mod stanza;
+pub mod tls;

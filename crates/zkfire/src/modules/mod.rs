@@ -1,0 +1,144 @@
+//! Server modules: one XMPP feature (an RFC section or a XEP) each, with one
+//! registration point. Disco features come from the registered modules.
+
+use crate::server::Server;
+use crate::stanza::StanzaError;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+use zkfire_xml::Element;
+
+pub mod blocking;
+pub mod disco;
+pub mod last;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod private;
+pub mod register;
+pub mod roster;
+pub mod time;
+pub mod vcard;
+pub mod version;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IqType {
+    Get,
+    Set,
+}
+
+/// An IQ request handed to a module.
+pub struct IqRequest<'a> {
+    pub server: &'a Arc<Server>,
+    /// Full JID of the sender (stamped by the server).
+    pub from: &'a str,
+    /// Bare JID of the sending account.
+    pub from_bare: &'a str,
+    /// The account the IQ is addressed to, or `None` for the server itself.
+    pub account: Option<&'a str>,
+    pub kind: IqType,
+    /// The whole `<iq/>`.
+    pub iq: &'a Element,
+    /// Its one child element.
+    pub payload: &'a Element,
+}
+
+impl IqRequest<'_> {
+    /// Addressed to the sender's own account (or to no one: RFC 6120 10.3.3).
+    pub fn is_to_self(&self) -> bool {
+        self.account.is_none_or(|a| a == self.from_bare)
+    }
+}
+
+pub type IqResult = Result<Option<Element>, StanzaError>;
+
+#[async_trait]
+pub trait Module: Send + Sync {
+    /// Features this module adds to the server's disco#info.
+    fn server_features(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Features this module adds to an account's disco#info.
+    fn account_features(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Payload namespaces of the IQs this module answers.
+    fn iq_namespaces(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Answers an IQ: `Ok(payload)` becomes a result, `Err` an error reply.
+    async fn handle_iq(&self, req: &IqRequest<'_>) -> IqResult {
+        let _ = req;
+        Err(StanzaError::service_unavailable())
+    }
+}
+
+/// The registered modules and the IQ namespaces they answer.
+pub struct Modules {
+    list: Vec<Arc<dyn Module>>,
+    by_ns: HashMap<&'static str, Arc<dyn Module>>,
+}
+
+impl Modules {
+    pub fn new(list: Vec<Arc<dyn Module>>) -> Self {
+        let mut by_ns = HashMap::new();
+        for m in &list {
+            for ns in m.iq_namespaces() {
+                by_ns.insert(*ns, m.clone());
+            }
+        }
+        Modules { list, by_ns }
+    }
+
+    /// All modules of a full server.
+    pub fn standard(config: &crate::config::Config) -> Self {
+        let mut list: Vec<Arc<dyn Module>> = vec![
+            Arc::new(disco::Disco),
+            Arc::new(roster::Roster),
+            Arc::new(presence::Presence),
+            Arc::new(offline::Offline),
+            Arc::new(ping::Ping),
+            Arc::new(version::Version),
+            Arc::new(time::EntityTime),
+            Arc::new(last::LastActivity),
+            Arc::new(vcard::VCard),
+            Arc::new(private::PrivateStorage),
+            Arc::new(blocking::Blocking),
+        ];
+        list.push(Arc::new(register::Register {
+            allow_new: config.registration.allow,
+        }));
+        Modules::new(list)
+    }
+
+    pub fn for_namespace(&self, ns: &str) -> Option<&Arc<dyn Module>> {
+        self.by_ns.get(ns)
+    }
+
+    pub fn server_features(&self) -> Vec<&'static str> {
+        let mut f: Vec<_> = self
+            .list
+            .iter()
+            .flat_map(|m| m.server_features())
+            .copied()
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
+    pub fn account_features(&self) -> Vec<&'static str> {
+        let mut f: Vec<_> = self
+            .list
+            .iter()
+            .flat_map(|m| m.account_features())
+            .copied()
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+}

@@ -1,0 +1,129 @@
+//! Offline messages (XEP-0160): kept while an account has no available
+//! resource, delivered with a delay stamp (XEP-0203) at its next initial
+//! presence, bounded per account.
+
+use super::Module;
+use crate::jids;
+use crate::router::bounce;
+use crate::router::session_handle::LocalSession;
+use crate::server::Server;
+use crate::stanza::{xep82_now, StanzaError};
+use async_trait::async_trait;
+use std::sync::Arc;
+use zkfire_xml::{ns, Element};
+
+pub struct Offline;
+
+#[async_trait]
+impl Module for Offline {
+    fn server_features(&self) -> &'static [&'static str] {
+        &[ns::MSGOFFLINE]
+    }
+}
+
+/// Whether a message is worth keeping: one a person would want to read
+/// later, not a typing notification or receipt alone.
+fn worth_storing(stanza: &Element) -> bool {
+    if stanza.child("no-store", "urn:xmpp:hints").is_some() {
+        return false;
+    }
+    stanza.child("body", ns::CLIENT).is_some()
+        || stanza.child("subject", ns::CLIENT).is_some()
+        || stanza.child("store", "urn:xmpp:hints").is_some()
+        || stanza
+            .child("encrypted", "eu.siacs.conversations.axolotl")
+            .is_some()
+}
+
+/// Stores a message for `bare`, or tells the sender why it cannot.
+pub async fn store_or_bounce(server: &Arc<Server>, mut stanza: Element, bare: &str) {
+    if !crate::router::account_exists(server, bare).await {
+        // RFC 6121 section 8.5.2: no such account.
+        return bounce(server, &stanza, StanzaError::service_unavailable()).await;
+    }
+    if !worth_storing(&stanza) {
+        return;
+    }
+    let Some(node) = jids::node_of(bare) else {
+        return;
+    };
+    if stanza.child("delay", ns::DELAY).is_none() {
+        stanza.push(
+            Element::new("delay", ns::DELAY)
+                .with_attr("from", server.domain.clone())
+                .with_attr("stamp", xep82_now())
+                .with_text("Offline Storage"),
+        );
+    }
+    let max = server.config.limits.max_offline_messages;
+    match server
+        .storage
+        .store_offline(&node, &stanza.to_xml(), max)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            let error = StanzaError::service_unavailable()
+                .with_text("the recipient's offline storage is full");
+            bounce(server, &stanza, error).await;
+        }
+        Err(e) => {
+            tracing::error!(account = bare, "cannot store offline message: {e}");
+            bounce(server, &stanza, StanzaError::internal_server_error()).await;
+        }
+    }
+}
+
+/// Hands every stored message to a session that just became available, and
+/// removes those it took.
+pub async fn deliver_stored(server: &Arc<Server>, session: &LocalSession) {
+    let Some(node) = jids::node_of(&session.bare_jid) else {
+        return;
+    };
+    let messages = match server.storage.offline_messages(&node).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(account = %session.bare_jid, "cannot read offline messages: {e}");
+            return;
+        }
+    };
+    let mut delivered = Vec::new();
+    for m in messages {
+        let Ok(mut stanza) = zkfire_xml::parse_element(&m.stanza) else {
+            tracing::warn!(account = %session.bare_jid, id = m.id, "dropping unreadable offline message");
+            delivered.push(m.id);
+            continue;
+        };
+        stanza.set_attr("to", session.full_jid.clone());
+        if session.deliver(stanza).is_err() {
+            break;
+        }
+        delivered.push(m.id);
+    }
+    if !delivered.is_empty() {
+        if let Err(e) = server
+            .storage
+            .delete_offline_messages(&node, &delivered)
+            .await
+        {
+            tracing::error!(account = %session.bare_jid, "cannot delete delivered offline messages: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_states_alone_are_not_stored() {
+        let typing = Element::new("message", ns::CLIENT).with_child(Element::new(
+            "composing",
+            "http://jabber.org/protocol/chatstates",
+        ));
+        assert!(!worth_storing(&typing));
+        let text = Element::new("message", ns::CLIENT)
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        assert!(worth_storing(&text));
+    }
+}

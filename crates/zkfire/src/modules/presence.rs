@@ -1,0 +1,488 @@
+//! Presence (RFC 6121 sections 3 and 4): broadcast to approved contacts,
+//! probes, directed presence, and the subscription state machine with
+//! pre-approval and pending requests delivered again at the next login.
+//!
+//! Every check of who may see whose presence happens here, on the roster of
+//! the account it protects.
+
+use super::{offline, roster, Module};
+use crate::jids;
+use crate::router::route;
+use crate::router::session_handle::{LocalSession, PresenceState};
+use crate::server::Server;
+use async_trait::async_trait;
+use std::collections::HashSet;
+use std::sync::Arc;
+use zkfire_storage::{RosterItem, Subscription};
+use zkfire_xml::{ns, Element};
+
+/// Directed presence targets kept per session, so they cannot grow without bound.
+const MAX_DIRECTED: usize = 1000;
+
+pub struct Presence;
+
+#[async_trait]
+impl Module for Presence {}
+
+/// What a session's client has said about its presence.
+#[derive(Debug, Default)]
+pub struct ClientPresence {
+    /// Initial presence was sent and no unavailable since.
+    pub available: bool,
+    /// JIDs that got directed presence and are owed unavailable (RFC 6121 4.6.3).
+    pub directed: HashSet<String>,
+    /// Status text of the last presence, kept for last activity.
+    pub last_status: String,
+}
+
+fn storage_node(bare: &str) -> Option<String> {
+    jids::node_of(bare)
+}
+
+async fn roster_items(server: &Server, bare: &str) -> Vec<RosterItem> {
+    let Some(node) = storage_node(bare) else {
+        return Vec::new();
+    };
+    match server.storage.roster(&node).await {
+        Ok((_, items)) => items,
+        Err(e) => {
+            tracing::error!(account = bare, "storage: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn has_from(item: &RosterItem) -> bool {
+    matches!(item.subscription, Subscription::From | Subscription::Both)
+}
+
+fn has_to(item: &RosterItem) -> bool {
+    matches!(item.subscription, Subscription::To | Subscription::Both)
+}
+
+fn presence(ptype: Option<&str>, from: &str, to: &str) -> Element {
+    let mut p = Element::new("presence", ns::CLIENT)
+        .with_attr("from", from)
+        .with_attr("to", to);
+    if let Some(t) = ptype {
+        p.set_attr("type", t);
+    }
+    p
+}
+
+/// A presence stanza from the client of `session` (`from` already stamped).
+pub async fn outbound(
+    server: &Arc<Server>,
+    session: &Arc<LocalSession>,
+    state: &mut ClientPresence,
+    stanza: Element,
+) {
+    let ptype = stanza.attr("type").map(str::to_string);
+    let to = stanza.attr("to").map(str::to_string);
+    match (ptype.as_deref(), to) {
+        (None | Some("unavailable"), None) => broadcast(server, session, state, stanza).await,
+        (None | Some("unavailable"), Some(to)) => {
+            // Directed presence (RFC 6121 section 4.6).
+            let bare_to = jids::bare_of(&to).to_string();
+            let subscribed = roster::item_of(server, &session.bare_jid, &bare_to)
+                .await
+                .is_some_and(|i| has_from(&i));
+            if ptype.is_none()
+                && state.available
+                && !subscribed
+                && state.directed.len() < MAX_DIRECTED
+            {
+                state.directed.insert(to.clone());
+            } else if ptype.is_some() {
+                state.directed.remove(&to);
+            }
+            route(server, stanza).await;
+        }
+        (Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {
+            let t = t.to_string();
+            subscription_out(server, &session.bare_jid, jids::bare_of(&to), &t, stanza).await
+        }
+        (Some("probe"), Some(to)) => {
+            let mut probe = presence(Some("probe"), &session.full_jid, jids::bare_of(&to));
+            probe.set_attr("id", stanza.attr("id").unwrap_or_default());
+            route(server, probe).await
+        }
+        (Some("error"), Some(_)) => route(server, stanza).await,
+        _ => {} // other types without a recipient mean nothing
+    }
+}
+
+/// Presence without `to`: availability of this resource, for the user's
+/// approved contacts and the user's own resources.
+async fn broadcast(
+    server: &Arc<Server>,
+    session: &Arc<LocalSession>,
+    state: &mut ClientPresence,
+    stanza: Element,
+) {
+    let available = stanza.attr("type").is_none();
+    state.last_status = stanza.child_text("status", ns::CLIENT).unwrap_or_default();
+    if !available && !state.available {
+        return;
+    }
+    let initial = available && !state.available;
+    let priority = stanza
+        .child_text("priority", ns::CLIENT)
+        .and_then(|p| p.trim().parse::<i8>().ok())
+        .unwrap_or(0);
+    session.set_presence(PresenceState {
+        available,
+        priority,
+        last: available.then(|| stanza.clone()),
+    });
+    state.available = available;
+    let items = roster_items(server, &session.bare_jid).await;
+    for item in items.iter().filter(|i| has_from(i)) {
+        let mut p = stanza.clone();
+        p.set_attr("to", item.jid.clone());
+        route(server, p).await;
+    }
+    let mut own = stanza.clone();
+    own.set_attr("to", session.bare_jid.clone());
+    route(server, own).await;
+    if !available {
+        for to in std::mem::take(&mut state.directed) {
+            route(
+                server,
+                presence(Some("unavailable"), &session.full_jid, &to),
+            )
+            .await;
+        }
+        return;
+    }
+    if initial {
+        for item in items.iter().filter(|i| has_to(i)) {
+            route(
+                server,
+                presence(Some("probe"), &session.full_jid, &item.jid),
+            )
+            .await;
+        }
+        redeliver_pending_subscriptions(server, session).await;
+        if priority >= 0 {
+            offline::deliver_stored(server, session).await;
+        }
+    }
+}
+
+/// RFC 6121 section 3.1.3: unanswered subscription requests come again at login.
+async fn redeliver_pending_subscriptions(server: &Server, session: &LocalSession) {
+    let Some(node) = storage_node(&session.bare_jid) else {
+        return;
+    };
+    let pending = server
+        .storage
+        .pending_subscriptions(&node)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("storage: {e}");
+            Vec::new()
+        });
+    for (from, _) in pending {
+        let mut p = presence(Some("subscribe"), &from, &session.full_jid);
+        p.set_attr("id", crate::c2s::stream::new_id());
+        let _ = session.deliver(p);
+    }
+}
+
+/// The session is gone: its resource is unavailable for everyone who saw it.
+pub async fn session_ended(
+    server: &Arc<Server>,
+    session: &Arc<LocalSession>,
+    state: &mut ClientPresence,
+    _last: bool,
+) {
+    if state.available {
+        let unavailable = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", session.full_jid.clone());
+        broadcast(server, session, state, unavailable).await;
+    } else {
+        for to in std::mem::take(&mut state.directed) {
+            route(
+                server,
+                presence(Some("unavailable"), &session.full_jid, &to),
+            )
+            .await;
+        }
+    }
+}
+
+/// Presence addressed to an account of this server (`resource` for a full JID).
+pub async fn inbound(server: &Arc<Server>, stanza: Element, bare: &str, resource: Option<&str>) {
+    match stanza.attr("type") {
+        None | Some("unavailable") | Some("error") => match resource {
+            Some(r) => {
+                if let Some(s) = server.directory.resource(bare, r) {
+                    let _ = s.deliver(stanza);
+                }
+            }
+            None => {
+                for s in server
+                    .directory
+                    .resources(bare)
+                    .into_iter()
+                    .filter(|s| s.is_available())
+                {
+                    let _ = s.deliver(stanza.clone());
+                }
+            }
+        },
+        Some("probe") => probe(server, &stanza, bare).await,
+        Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
+            let t = t.to_string();
+            subscription_in(server, stanza, bare, &t).await
+        }
+        _ => {}
+    }
+}
+
+/// RFC 6121 section 4.3.2: answer a probe with the presence of every
+/// available resource, only to a contact with an approved subscription.
+async fn probe(server: &Arc<Server>, stanza: &Element, bare: &str) {
+    let Some(from) = stanza.attr("from") else {
+        return;
+    };
+    let prober = jids::bare_of(from);
+    if prober == bare {
+        return;
+    }
+    let approved = roster::item_of(server, bare, prober)
+        .await
+        .is_some_and(|i| has_from(&i));
+    if !approved {
+        if crate::router::account_exists(server, bare).await {
+            route(server, presence(Some("unsubscribed"), bare, prober)).await;
+        }
+        return;
+    }
+    send_current_presence_to(server, bare, from).await;
+}
+
+/// Current presence of every available resource of `user_bare`, sent to `contact`.
+pub async fn send_current_presence_to(server: &Arc<Server>, user_bare: &str, contact: &str) {
+    for s in server.directory.resources(user_bare) {
+        let state = s.presence();
+        if let (true, Some(mut p)) = (state.available, state.last) {
+            p.set_attr("from", s.full_jid.clone());
+            p.set_attr("to", contact);
+            route(server, p).await;
+        }
+    }
+}
+
+/// Unavailable presence from every available resource of `user_bare` to `contact`.
+pub async fn send_unavailable_to(server: &Arc<Server>, user_bare: &str, contact: &str) {
+    for s in server.directory.resources(user_bare) {
+        if s.is_available() {
+            route(server, presence(Some("unavailable"), &s.full_jid, contact)).await;
+        }
+    }
+}
+
+/// A subscription stanza from the account `from_bare` (server generated).
+pub async fn send_subscription(server: &Arc<Server>, from_bare: &str, to: &str, ptype: &str) {
+    route(server, presence(Some(ptype), from_bare, to)).await;
+}
+
+/// Saves a changed roster item and pushes it to the account's resources.
+async fn save(server: &Server, user_bare: &str, item: &RosterItem) {
+    let Some(node) = storage_node(user_bare) else {
+        return;
+    };
+    match server.storage.put_roster_item(&node, item).await {
+        Ok(version) => roster::push(server, user_bare, &roster::item_element(item), version),
+        Err(e) => tracing::error!(account = user_bare, "storage: {e}"),
+    }
+}
+
+/// The user's side of a subscription change it initiates (RFC 6121 3.1.2,
+/// 3.1.5, 3.2.2, 3.3.2, and pre-approval 3.4).
+async fn subscription_out(
+    server: &Arc<Server>,
+    user: &str,
+    contact: &str,
+    ptype: &str,
+    mut stanza: Element,
+) {
+    if contact == user || jids::parse(contact).is_none() {
+        return;
+    }
+    // Subscription stanzas carry the bare JID (RFC 6121 section 3.1.2).
+    stanza.set_attr("from", user);
+    stanza.set_attr("to", contact);
+    let Some(node) = storage_node(user) else {
+        return;
+    };
+    let existing = roster::item_of(server, user, contact).await;
+    let mut item = existing
+        .clone()
+        .unwrap_or_else(|| roster::new_item(contact));
+    match ptype {
+        "subscribe" => {
+            if !has_to(&item) && !item.ask {
+                item.ask = true;
+                save(server, user, &item).await;
+            }
+            route(server, stanza).await;
+        }
+        "subscribed" => {
+            let pending = server
+                .storage
+                .remove_pending_subscription(&node, contact)
+                .await
+                .unwrap_or(false);
+            if has_from(&item) {
+                return;
+            }
+            if pending {
+                item.subscription = match item.subscription {
+                    Subscription::To => Subscription::Both,
+                    _ => Subscription::From,
+                };
+                item.approved = false;
+                save(server, user, &item).await;
+                route(server, stanza).await;
+                send_current_presence_to(server, user, contact).await;
+            } else if !item.approved {
+                item.approved = true;
+                save(server, user, &item).await;
+            }
+        }
+        "unsubscribe" => {
+            if existing.is_some() && (has_to(&item) || item.ask) {
+                item.subscription = match item.subscription {
+                    Subscription::Both => Subscription::From,
+                    _ => Subscription::None,
+                };
+                item.ask = false;
+                save(server, user, &item).await;
+            }
+            route(server, stanza).await;
+        }
+        "unsubscribed" => {
+            let pending = server
+                .storage
+                .remove_pending_subscription(&node, contact)
+                .await
+                .unwrap_or(false);
+            if existing.is_some() && (has_from(&item) || item.approved) {
+                item.subscription = match item.subscription {
+                    Subscription::Both => Subscription::To,
+                    _ => Subscription::None,
+                };
+                item.approved = false;
+                save(server, user, &item).await;
+            }
+            if pending || existing.is_some() {
+                route(server, stanza).await;
+                send_unavailable_to(server, user, contact).await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The contact's side: a subscription stanza arrives for account `user`.
+async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, ptype: &str) {
+    let Some(from) = stanza.attr("from").map(|f| jids::bare_of(f).to_string()) else {
+        return;
+    };
+    stanza.set_attr("from", from.clone());
+    stanza.set_attr("to", user);
+    let Some(node) = storage_node(user) else {
+        return;
+    };
+    if !crate::router::account_exists(server, user).await {
+        if ptype == "subscribe" {
+            // RFC 6121 section 3.1.3: no such user.
+            send_subscription(server, user, &from, "unsubscribed").await;
+        }
+        return;
+    }
+    let existing = roster::item_of(server, user, &from).await;
+    let mut item = existing.clone().unwrap_or_else(|| roster::new_item(&from));
+    match ptype {
+        "subscribe" => {
+            if has_from(&item) {
+                send_subscription(server, user, &from, "subscribed").await;
+            } else if item.approved {
+                item.subscription = match item.subscription {
+                    Subscription::To => Subscription::Both,
+                    _ => Subscription::From,
+                };
+                item.approved = false;
+                save(server, user, &item).await;
+                send_subscription(server, user, &from, "subscribed").await;
+                send_current_presence_to(server, user, &from).await;
+            } else {
+                let stored = stanza.to_xml();
+                if let Err(e) = server
+                    .storage
+                    .add_pending_subscription(&node, &from, &stored)
+                    .await
+                {
+                    tracing::error!(account = user, "storage: {e}");
+                }
+                deliver_to_available(server, user, &stanza);
+            }
+        }
+        "subscribed" => {
+            if existing.is_some() && item.ask {
+                item.subscription = match item.subscription {
+                    Subscription::From => Subscription::Both,
+                    _ => Subscription::To,
+                };
+                item.ask = false;
+                save(server, user, &item).await;
+                deliver_to_available(server, user, &stanza);
+            }
+        }
+        "unsubscribe" => {
+            let pending = server
+                .storage
+                .remove_pending_subscription(&node, &from)
+                .await
+                .unwrap_or(false);
+            if existing.is_some() && has_from(&item) {
+                item.subscription = match item.subscription {
+                    Subscription::Both => Subscription::To,
+                    _ => Subscription::None,
+                };
+                save(server, user, &item).await;
+                deliver_to_available(server, user, &stanza);
+                send_unavailable_to(server, user, &from).await;
+            } else if pending {
+                deliver_to_available(server, user, &stanza);
+            }
+        }
+        "unsubscribed" => {
+            if existing.is_some() && (has_to(&item) || item.ask) {
+                item.subscription = match item.subscription {
+                    Subscription::Both => Subscription::From,
+                    _ => Subscription::None,
+                };
+                item.ask = false;
+                save(server, user, &item).await;
+                deliver_to_available(server, user, &stanza);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn deliver_to_available(server: &Server, user: &str, stanza: &Element) {
+    for s in server
+        .directory
+        .resources(user)
+        .into_iter()
+        .filter(|s| s.is_available())
+    {
+        let _ = s.deliver(stanza.clone());
+    }
+}

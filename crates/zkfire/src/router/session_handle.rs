@@ -1,0 +1,140 @@
+//! The sending side of a client session's queue, and what the router knows
+//! of each bound resource.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use zkfire_xml::Element;
+
+/// What a session task is asked to do.
+pub enum SessionCommand {
+    /// Write this stanza to the client.
+    Deliver(Element),
+    /// Another login took this full JID: close with `conflict`.
+    Replaced,
+    /// The server is stopping: close with `system-shutdown`.
+    Shutdown,
+    /// A new connection resumes this session (XEP-0198).
+    Resume(Box<crate::c2s::stream_mgmt::ResumeRequest>),
+}
+
+/// Presence of one resource, as last sent by its client.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceState {
+    pub available: bool,
+    pub priority: i8,
+    /// The last available presence broadcast (for probes and new subscribers).
+    pub last: Option<Element>,
+}
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One bound resource of this node.
+pub struct LocalSession {
+    /// Unique for the life of the process; tells a session from its replacement.
+    pub id: u64,
+    pub full_jid: String,
+    pub bare_jid: String,
+    pub resource: String,
+    tx: mpsc::UnboundedSender<SessionCommand>,
+    /// Stanzas queued and not yet taken by the session task.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+    pub presence: Mutex<PresenceState>,
+}
+
+impl LocalSession {
+    pub fn new(
+        bare_jid: &str,
+        resource: &str,
+        max_queued: usize,
+    ) -> (Arc<LocalSession>, SessionReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let session = Arc::new(LocalSession {
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            full_jid: format!("{bare_jid}/{resource}"),
+            bare_jid: bare_jid.to_string(),
+            resource: resource.to_string(),
+            tx,
+            queued: queued.clone(),
+            max_queued,
+            presence: Mutex::new(PresenceState::default()),
+        });
+        (session, SessionReceiver { rx, queued })
+    }
+
+    /// Queues a stanza for the client. Gives it back when the session is gone
+    /// or its queue is full (a client that stopped reading), so the caller can
+    /// treat the resource as absent instead of losing the stanza.
+    pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
+        if self.queued.load(Ordering::Relaxed) >= self.max_queued {
+            return Err(stanza);
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.send(SessionCommand::Deliver(stanza)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(SessionCommand::Deliver(stanza))) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(stanza)
+            }
+            Err(_) => unreachable!("send returns the command it was given"),
+        }
+    }
+
+    /// Sends a control command; false when the session task has ended.
+    pub fn command(&self, cmd: SessionCommand) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    pub fn presence(&self) -> PresenceState {
+        self.presence.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.presence.lock().map(|p| p.available).unwrap_or(false)
+    }
+
+    pub fn set_presence(&self, state: PresenceState) {
+        if let Ok(mut p) = self.presence.lock() {
+            *p = state;
+        }
+    }
+}
+
+/// The receiving side, owned by the session task.
+pub struct SessionReceiver {
+    rx: mpsc::UnboundedReceiver<SessionCommand>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl SessionReceiver {
+    pub async fn recv(&mut self) -> Option<SessionCommand> {
+        let cmd = self.rx.recv().await?;
+        self.account(&cmd);
+        Some(cmd)
+    }
+
+    pub fn try_recv(&mut self) -> Option<SessionCommand> {
+        let cmd = self.rx.try_recv().ok()?;
+        self.account(&cmd);
+        Some(cmd)
+    }
+
+    /// Stops new commands and returns what is still queued.
+    pub fn close_and_drain(&mut self) -> Vec<SessionCommand> {
+        self.rx.close();
+        let mut out = Vec::new();
+        while let Ok(cmd) = self.rx.try_recv() {
+            self.account(&cmd);
+            out.push(cmd);
+        }
+        out
+    }
+
+    fn account(&self, cmd: &SessionCommand) {
+        if let SessionCommand::Deliver(_) = cmd {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! A minimal XMPP client for tests: raw bytes when a test wants to misbehave,
+//! and STARTTLS, SCRAM and binding when it wants to log in.
+
+use base64::Engine;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zkfire_sasl::client::{ClientBinding, ScramClient};
+use zkfire_sasl::ScramHash;
+use zkfire_xml::{ns, Element, Limits, StreamEvent, StreamParser};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub struct Client {
+    io: Box<dyn Io>,
+    parser: StreamParser,
+    events: VecDeque<StreamEvent>,
+    pub jid: String,
+    tls: bool,
+}
+
+/// What reading found when the server closed the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// A stream error with this condition, then the end.
+    Error(String),
+    /// `</stream:stream>` or the socket closed, without an error.
+    Clean,
+}
+
+fn client_limits() -> Limits {
+    Limits {
+        max_stanza_bytes: 16 * 1024 * 1024,
+        max_depth: 10_000,
+        max_attributes: 1000,
+    }
+}
+
+impl Client {
+    pub async fn connect(port: u16) -> Client {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        Client {
+            io: Box::new(tcp),
+            parser: StreamParser::new(client_limits()),
+            events: VecDeque::new(),
+            jid: String::new(),
+            tls: false,
+        }
+    }
+
+    /// Connects to a direct-TLS port.
+    pub async fn connect_tls(port: u16, cert: &Path) -> Client {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let tls = tls_connector(cert, true)
+            .connect("localhost".try_into().expect("name"), tcp)
+            .await
+            .expect("TLS handshake");
+        Client {
+            io: Box::new(tls),
+            parser: StreamParser::new(client_limits()),
+            events: VecDeque::new(),
+            jid: String::new(),
+            tls: true,
+        }
+    }
+
+    pub async fn send_raw(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(data).await?;
+        self.io.flush().await
+    }
+
+    pub async fn send(&mut self, xml: &str) {
+        self.send_raw(xml.as_bytes()).await.expect("send");
+    }
+
+    pub async fn send_el(&mut self, el: &Element) {
+        self.send(&el.to_stanza_xml(ns::CLIENT)).await;
+    }
+
+    /// The next event, or `None` when the connection closed.
+    pub async fn next_event(&mut self) -> Option<StreamEvent> {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            if let Some(ev) = self.events.pop_front() {
+                return Some(ev);
+            }
+            let n = match tokio::time::timeout(WAIT, self.io.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => 0,
+                Err(_) => panic!("timed out waiting for the server"),
+            };
+            if n == 0 {
+                return None;
+            }
+            let mut out = Vec::new();
+            self.parser
+                .feed(&buf[..n], &mut out)
+                .expect("server sent bad XML");
+            self.events.extend(out);
+        }
+    }
+
+    /// The next stanza or nonza; panics on anything else.
+    pub async fn next(&mut self) -> Element {
+        match self.next_event().await {
+            Some(StreamEvent::Stanza(el)) => el,
+            other => panic!("expected an element, got {other:?}"),
+        }
+    }
+
+    /// The next element for which `pred` holds, skipping others.
+    pub async fn next_matching(&mut self, pred: impl Fn(&Element) -> bool) -> Element {
+        loop {
+            let el = self.next().await;
+            if pred(&el) {
+                return el;
+            }
+        }
+    }
+
+    /// Fails with the first element matching `pred` that arrives within `wait`.
+    pub async fn none_within(
+        &mut self,
+        wait: Duration,
+        pred: impl Fn(&Element) -> bool,
+    ) -> Result<(), Element> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            while let Some(ev) = self.events.pop_front() {
+                if let StreamEvent::Stanza(el) = ev {
+                    if pred(&el) {
+                        return Err(el);
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await {
+                Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+                Ok(Ok(n)) => {
+                    let mut out = Vec::new();
+                    self.parser
+                        .feed(&buf[..n], &mut out)
+                        .expect("server sent bad XML");
+                    self.events.extend(out);
+                }
+            }
+        }
+    }
+
+    /// Reads until the server ends the stream; reports how.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.next_event().await {
+                None | Some(StreamEvent::End) => return Closed::Clean,
+                Some(StreamEvent::Stanza(el)) if el.is("error", ns::STREAM) => {
+                    let cond = el
+                        .children()
+                        .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
+                        .map(|c| c.name().to_string())
+                        .unwrap_or_default();
+                    return Closed::Error(cond);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Sends a stream header and returns the features.
+    pub async fn open(&mut self) -> Element {
+        self.parser.reset();
+        self.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").await;
+        match self.next_event().await {
+            Some(StreamEvent::Header(_)) => {}
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+        let features = self.next().await;
+        assert!(
+            features.is("features", ns::STREAM),
+            "expected features: {features:?}"
+        );
+        features
+    }
+
+    pub async fn starttls(mut self, cert: &Path) -> Client {
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        let proceed = self.next().await;
+        assert!(proceed.is("proceed", ns::TLS), "{proceed:?}");
+        // The parser is done with the plain-text stream.
+        let Client { io, .. } = self;
+        let tls = tls_connector(cert, false)
+            .connect("localhost".try_into().expect("name"), io)
+            .await
+            .expect("TLS handshake");
+        Client {
+            io: Box::new(tls),
+            parser: StreamParser::new(client_limits()),
+            events: VecDeque::new(),
+            jid: String::new(),
+            tls: true,
+        }
+    }
+
+    /// SCRAM login; Err(condition) on `<failure/>`.
+    pub async fn auth(
+        &mut self,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), String> {
+        let hash = if mechanism.starts_with("SCRAM-SHA-256") {
+            ScramHash::Sha256
+        } else {
+            ScramHash::Sha1
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut scram =
+            ScramClient::new(hash, user, password, ClientBinding::None).expect("client");
+        let first = b64.encode(scram.client_first());
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{first}</auth>"
+        ))
+        .await;
+        let challenge = self.next().await;
+        if challenge.name() == "failure" {
+            return Err(failure_condition(&challenge));
+        }
+        let server_first = b64.decode(challenge.text().trim()).expect("base64");
+        let fin = scram.client_final(&server_first).expect("server-first");
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            b64.encode(fin)
+        ))
+        .await;
+        let outcome = self.next().await;
+        if outcome.name() == "failure" {
+            return Err(failure_condition(&outcome));
+        }
+        assert!(outcome.is("success", ns::SASL), "{outcome:?}");
+        let data = b64.decode(outcome.text().trim()).expect("base64");
+        scram.verify_server_final(&data).expect("server signature");
+        Ok(())
+    }
+
+    pub async fn bind(&mut self, resource: Option<&str>) -> String {
+        let res = resource
+            .map(|r| format!("<resource>{r}</resource>"))
+            .unwrap_or_default();
+        self.send(&format!("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{res}</bind></iq>")).await;
+        let reply = self.next().await;
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+        let jid = reply
+            .child("bind", ns::BIND)
+            .and_then(|b| b.child_text("jid", ns::BIND))
+            .expect("bound jid");
+        self.jid = jid.clone();
+        jid
+    }
+
+    /// Connects with STARTTLS, logs in with SCRAM-SHA-256 and binds.
+    pub async fn login(
+        server: &super::TestServer,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Client {
+        let mut c = Client::connect(server.port).await;
+        c.open().await;
+        let mut c = c.starttls(&server.cert_path()).await;
+        c.open().await;
+        c.auth("SCRAM-SHA-256", user, password)
+            .await
+            .expect("login");
+        c.open().await;
+        c.bind(Some(resource)).await;
+        c
+    }
+
+    /// Sends initial presence and waits for its reflection.
+    pub async fn available(&mut self) {
+        self.send("<presence/>").await;
+        let own = self.jid.clone();
+        self.next_matching(|e| e.name() == "presence" && e.attr("from") == Some(own.as_str()))
+            .await;
+    }
+
+    /// Sends an IQ and returns its reply (skipping other stanzas).
+    pub async fn iq(&mut self, xml: &str, id: &str) -> Element {
+        self.send(xml).await;
+        self.next_matching(|e| e.name() == "iq" && e.attr("id") == Some(id))
+            .await
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+fn failure_condition(el: &Element) -> String {
+    el.children()
+        .next()
+        .map(|c| c.name().to_string())
+        .unwrap_or_default()
+}
+
+/// A TLS client trusting only the test server's certificate.
+fn tls_connector(cert: &Path, alpn: bool) -> tokio_rustls::TlsConnector {
+    let pem = std::fs::read(cert).expect("server certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if alpn {
+        config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    }
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}

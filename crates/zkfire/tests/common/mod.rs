@@ -1,0 +1,9 @@
+//! Test support: a real `zkfire` process on free loopback ports, and a small
+//! XMPP client that speaks the wire protocol to it.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod server;
+
+pub use client::Client;
+pub use server::TestServer;
