@@ -51,7 +51,8 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
-    pub extra: Option<Element>,
+    /// Boxed: most errors have none, and it keeps `Result<_, StanzaError>` small.
+    pub extra: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -70,7 +71,7 @@ impl StanzaError {
     }
 
     pub fn with_extra(mut self, extra: Element) -> Self {
-        self.extra = Some(extra);
+        self.extra = Some(Box::new(extra));
         self
     }
 
@@ -126,7 +127,7 @@ impl StanzaError {
             );
         }
         if let Some(extra) = &self.extra {
-            error.push(extra.clone());
+            error.push(extra.as_ref().clone());
         }
         error
     }

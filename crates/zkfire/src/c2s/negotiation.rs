@@ -18,7 +18,7 @@ use zkfire_xml::{ns, Element, StreamEvent, StreamHeader};
 pub enum Negotiated {
     /// A resource is bound: run the session.
     Bound {
-        stream: XmppStream,
+        stream: Box<XmppStream>,
         node: String,
         resource: String,
     },
@@ -111,8 +111,10 @@ pub async fn negotiate(
                     }
                 }
                 ("jabber:client", "iq") if node.is_none() && !tls_missing && is_register(&el) => {
-                    let reply = register::pre_auth_iq(server, &el).await;
-                    stream.queue(&reply);
+                    if crate::stanza::may_bounce(&el) {
+                        let reply = register::pre_auth_iq(server, &el).await;
+                        stream.queue(&reply);
+                    }
                 }
                 ("jabber:client", "iq")
                     if node.is_some() && el.child("bind", ns::BIND).is_some() =>
@@ -127,7 +129,7 @@ pub async fn negotiate(
                                 Some(Element::new("bind", ns::BIND).with_child(jid)),
                             ));
                             return Negotiated::Bound {
-                                stream,
+                                stream: Box::new(stream),
                                 node,
                                 resource,
                             };

@@ -45,7 +45,7 @@ pub struct Session {
 /// Binds the resource and runs the session to its end.
 pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
     let Negotiated::Bound {
-        mut stream,
+        stream,
         node,
         resource,
     } = negotiated
@@ -53,10 +53,11 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
         return;
     };
     let bare = format!("{node}@{}", server.domain);
+    let mut stream = *stream;
     let (handle, rx) = LocalSession::new(&bare, &resource, server.config.limits.max_session_queue);
     if let Some(old) = server.directory.bind(handle.clone()) {
         // RFC 6120 section 7.7.2.2: the newer login wins.
-        old.command(SessionCommand::Replaced);
+        old.command(SessionCommand::Close("conflict"));
     }
     tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), "session started");
     // A failed flush shows up again at the first read, which ends the session.
@@ -228,21 +229,10 @@ impl Session {
                 }
                 End::No
             }
-            SessionCommand::Replaced => {
-                tracing::info!(jid = %self.handle.full_jid, "replaced by a new login");
+            SessionCommand::Close(condition) => {
+                tracing::info!(jid = %self.handle.full_jid, condition, "session closed by the server");
                 if let Some(mut s) = stream.take() {
-                    s.close_with_error(
-                        &self.server.domain,
-                        "conflict",
-                        Some("replaced by a new connection"),
-                    )
-                    .await;
-                }
-                End::Over
-            }
-            SessionCommand::Shutdown => {
-                if let Some(mut s) = stream.take() {
-                    s.close_with_error(&self.server.domain, "system-shutdown", None)
+                    s.close_with_error(&self.server.domain, condition, None)
                         .await;
                 }
                 End::Over
@@ -394,17 +384,15 @@ impl Session {
                 self.reply_error(stream, &el, StanzaError::not_allowed());
                 return End::No;
             }
-            let removes_account = el.attr("type") == Some("set")
-                && el
-                    .child("query", ns::REGISTER)
-                    .is_some_and(|q| q.child("remove", ns::REGISTER).is_some());
             let bare = self.handle.bare_jid.clone();
+            let removes_account = removes_account(&el);
             router::handle_iq_here(&self.server, el, Some(&bare)).await;
-            if removes_account && !crate::router::account_exists(&self.server, &bare).await {
-                // XEP-0077 section 3.2: the account is gone; so is the stream.
-                return self.flush_then_close(stream, "not-authorized").await;
-            }
-            return End::No;
+            return self.after_account_removal(removes_account).await;
+        }
+        if to_server {
+            let removes_account = removes_account(&el);
+            router::route(&self.server, el).await;
+            return self.after_account_removal(removes_account).await;
         }
         if self.outbound_blocked(stream, &el).await {
             return End::No;
@@ -413,13 +401,21 @@ impl Session {
         End::No
     }
 
-    async fn flush_then_close(&mut self, stream: &mut XmppStream, condition: &str) -> End {
-        // Let what the router queued for us (the IQ result) go out first.
-        tokio::task::yield_now().await;
-        stream
-            .close_with_error(&self.server.domain, condition, None)
-            .await;
-        End::Over
+    /// XEP-0077 section 3.2: once the account is gone, so are its streams.
+    /// The close is queued behind the IQ result, so the client gets the
+    /// result first; the account's other resources are closed too.
+    async fn after_account_removal(&mut self, removes: bool) -> End {
+        if !removes {
+            return End::No;
+        }
+        match self.server.storage.account_exists(&self.node).await {
+            Ok(false) => {}
+            _ => return End::No,
+        }
+        for session in self.server.directory.resources(&self.handle.bare_jid) {
+            session.command(SessionCommand::Close("not-authorized"));
+        }
+        End::No
     }
 
     /// XEP-0191 section 3.6: the user's own blocklist stops outgoing stanzas.
@@ -546,6 +542,14 @@ impl Session {
         }
         tracing::info!(jid = %self.handle.full_jid, "session ended");
     }
+}
+
+/// An IQ removing the sender's account (XEP-0077 section 3.2).
+fn removes_account(iq: &Element) -> bool {
+    iq.attr("type") == Some("set")
+        && iq
+            .child("query", ns::REGISTER)
+            .is_some_and(|q| q.child("remove", ns::REGISTER).is_some())
 }
 
 /// A stanza that reached a session but not its client: messages go back

@@ -432,16 +432,14 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 deliver_to_available(server, user, &stanza);
             }
         }
-        "subscribed" => {
-            if existing.is_some() && item.ask {
-                item.subscription = match item.subscription {
-                    Subscription::From => Subscription::Both,
-                    _ => Subscription::To,
-                };
-                item.ask = false;
-                save(server, user, &item).await;
-                deliver_to_available(server, user, &stanza);
-            }
+        "subscribed" if existing.is_some() && item.ask => {
+            item.subscription = match item.subscription {
+                Subscription::From => Subscription::Both,
+                _ => Subscription::To,
+            };
+            item.ask = false;
+            save(server, user, &item).await;
+            deliver_to_available(server, user, &stanza);
         }
         "unsubscribe" => {
             let pending = server
@@ -461,16 +459,14 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 deliver_to_available(server, user, &stanza);
             }
         }
-        "unsubscribed" => {
-            if existing.is_some() && (has_to(&item) || item.ask) {
-                item.subscription = match item.subscription {
-                    Subscription::Both => Subscription::From,
-                    _ => Subscription::None,
-                };
-                item.ask = false;
-                save(server, user, &item).await;
-                deliver_to_available(server, user, &stanza);
-            }
+        "unsubscribed" if existing.is_some() && (has_to(&item) || item.ask) => {
+            item.subscription = match item.subscription {
+                Subscription::Both => Subscription::From,
+                _ => Subscription::None,
+            };
+            item.ask = false;
+            save(server, user, &item).await;
+            deliver_to_available(server, user, &stanza);
         }
         _ => {}
     }

@@ -10,10 +10,10 @@ use zkfire_xml::Element;
 pub enum SessionCommand {
     /// Write this stanza to the client.
     Deliver(Element),
-    /// Another login took this full JID: close with `conflict`.
-    Replaced,
-    /// The server is stopping: close with `system-shutdown`.
-    Shutdown,
+    /// End the session with this stream error condition (`conflict` when
+    /// another login took the full JID, `not-authorized` when the account was
+    /// removed).
+    Close(&'static str),
     /// A new connection resumes this session (XEP-0198).
     Resume(Box<crate::c2s::stream_mgmt::ResumeRequest>),
 }
