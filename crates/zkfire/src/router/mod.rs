@@ -57,6 +57,14 @@ async fn route_now(server: &Arc<Server>, stanza: Element) {
             }
             return;
         }
+        if kind == Kind::Presence
+            && stanza.attr("type") != Some("unavailable")
+            && sender_blocks(server, from, stanza.attr("to").unwrap_or(&bare)).await
+        {
+            // XEP-0191 section 3.3: after the unavailable presence that
+            // blocking sends, a blocked contact sees no more of the user's presence.
+            return;
+        }
     }
     match kind {
         Kind::Message => {
@@ -78,6 +86,22 @@ async fn route_now(server: &Arc<Server>, stanza: Element) {
             None => handle_iq_here(server, stanza, Some(&bare)).await,
         },
     }
+}
+
+/// Whether `from`, when it is an account of this server, blocks `to`.
+async fn sender_blocks(server: &Server, from: &str, to: &str) -> bool {
+    let from_bare = jids::bare_of(from);
+    if from_bare == jids::bare_of(to) || !from_bare.contains('@') {
+        return false;
+    }
+    let Some(domain) = from_bare.split_once('@').map(|(_, d)| d) else {
+        return false;
+    };
+    if domain != server.domain {
+        return false;
+    }
+    let list = server.blocklist(from_bare).await;
+    !list.is_empty() && jids::is_blocked(&list, to)
 }
 
 /// Sends the error reply for `stanza` back to its sender.

@@ -1,0 +1,1 @@
+"""Support code of the zkfire interop suite: servers, clients, certificates, PostgreSQL."""

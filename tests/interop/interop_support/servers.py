@@ -1,0 +1,491 @@
+"""Server processes under test.
+
+`ZkfireServer` runs one `zkfire serve` process with a config file the suite
+writes; `ZkfireCluster` runs N of them on one shared database (each node with
+its own ports, data folder and config additions). `ProsodyServer` runs
+Prosody with the same interface; it is only used to check the tests
+themselves (ZKFIRE_INTEROP_SERVER=prosody).
+
+Every server object has: kind, domain, host, c2s_port (STARTTLS), tls_port
+(direct TLS), ca_cert (what clients trust), passwords (user -> password of
+the accounts it was given), add_user(), start(), stop(), log_text().
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .certs import CertificateSet
+from .net import LOOPBACK, free_port, wait_for_port
+
+START_TIMEOUT = float(os.environ.get("ZKFIRE_INTEROP_START_TIMEOUT", "60"))
+STOP_TIMEOUT = 15.0
+CLI_TIMEOUT = 120.0
+
+
+# Server processes still running; killed when Python exits, so that an
+# interrupted run leaves nothing behind.
+_live: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in list(_live):
+        if process.poll() is None:
+            process.kill()
+
+
+# -- config files -----------------------------------------------------------
+
+
+def deep_merge(base: dict, overrides: dict | None) -> dict:
+    """Merge `overrides` into `base` (nested tables merge, other values replace)."""
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        elif value is None:
+            base.pop(key, None)  # None removes a key or a whole table
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def toml_dumps(config: dict, prefix: str = "") -> str:
+    """Write a config of plain values, lists and nested tables as TOML."""
+    lines: list[str] = []
+    plain = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in config.items() if isinstance(v, dict)}
+    for key, value in plain.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables.items():
+        name = f"{prefix}.{key}" if prefix else key
+        lines.append("")
+        lines.append(f"[{name}]")
+        body = toml_dumps(table, name).strip("\n")
+        if body:
+            lines.append(body)
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+# -- zkfire -----------------------------------------------------------------
+
+
+def zkfire_binary() -> Path:
+    env = os.environ.get("ZKFIRE_BIN")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3]
+    return repo / "target" / "debug" / "zkfire"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class ZkfireServer:
+    """One zkfire node: its config, its accounts, its process and its log."""
+
+    kind = "zkfire"
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        domain: str,
+        storage_url: str,
+        certs: CertificateSet,
+        name: str = "zkfire",
+        overrides: dict | None = None,
+        binary: Path | None = None,
+    ):
+        self.name = name
+        self.binary = binary or zkfire_binary()
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.domain = domain
+        self.host = LOOPBACK
+        self.ca_cert = certs.ca_cert
+        self.c2s_port = free_port()
+        self.tls_port = free_port()
+        self.config_path = self.workdir / "zkfire.toml"
+        self.log_path = self.workdir / "zkfire.log"
+        self.passwords: dict[str, str] = {}
+        self.process: subprocess.Popen | None = None
+        self._log_file = None
+        self.config: dict[str, Any] = {
+            "server": {
+                "domain": domain,
+                "data_dir": str(self.workdir / "data"),
+                "admins": [],
+            },
+            "c2s": {
+                "listen": [f"{LOOPBACK}:{self.c2s_port}"],
+                "tls_listen": [f"{LOOPBACK}:{self.tls_port}"],
+                "require_tls": True,
+                "max_stanza_bytes": 262144,
+            },
+            "tls": {"cert": str(certs.cert), "key": str(certs.key)},
+            "registration": {"allow": True},
+            "storage": {"url": storage_url},
+            "limits": {"max_offline_messages": 100},
+            "stream_management": {"resume_timeout_secs": 300},
+        }
+        deep_merge(self.config, overrides)
+        self.write_config()
+
+    # config and command line
+
+    def write_config(self) -> None:
+        self.config_path.write_text(toml_dumps(self.config))
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info,zkfire=debug")
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")  # plain log lines in the report
+        return env
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `zkfire ARGS --config FILE` and return the finished process."""
+        if not self.binary.exists():
+            raise ServerError(
+                f"zkfire binary not found at {self.binary} (build it, or set ZKFIRE_BIN)"
+            )
+        cmd = [str(self.binary), *args, "--config", str(self.config_path)]
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=self._env(),
+            stdin=subprocess.DEVNULL,
+        )
+        with open(self.workdir / "cli.log", "a") as out:
+            out.write(f"$ {' '.join(cmd)}\n[exit {result.returncode}]\n{result.stdout}{result.stderr}\n")
+        if check and result.returncode != 0:
+            raise ServerError(
+                f"{' '.join(cmd)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def add_user(self, user: str, password: str) -> None:
+        """Create the account user@domain with the command line tool."""
+        self.cli("user", "add", f"{user}@{self.domain}", "--password", password)
+        self.passwords[user] = password
+
+    # process
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        if not self.binary.exists():
+            raise ServerError(
+                f"zkfire binary not found at {self.binary} (build it, or set ZKFIRE_BIN)"
+            )
+        self._log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(self.binary), "serve", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            start_new_session=True,
+        )
+        _live.add(self.process)
+        try:
+            deadline = time.monotonic() + timeout
+            for port in (self.c2s_port, self.tls_port):
+                wait_for_port(port, max(1.0, deadline - time.monotonic()), alive=lambda: self.running)
+        except (RuntimeError, TimeoutError) as error:
+            code = self.process.poll()
+            raise ServerError(
+                f"{self.name} did not start ({error}; exit code {code}).\n"
+                f"--- config ---\n{self.config_path.read_text()}\n"
+                f"--- log ---\n{self.log_tail()}"
+            ) from None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM and wait. Raises ServerError when the server did not stop cleanly."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        _live.discard(process)
+        problem = None
+        if process.poll() is not None:
+            problem = f"{self.name} had exited on its own with code {process.returncode}"
+        else:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+                if process.returncode != 0:
+                    problem = f"{self.name} exited with code {process.returncode} after SIGTERM"
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+                problem = f"{self.name} did not stop within {timeout:.0f} s of SIGTERM"
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+        if problem:
+            raise ServerError(f"{problem}\n--- log ---\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (for failure tests)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 300) -> str:
+        text = self.log_text().splitlines()
+        return "\n".join(text[-lines:])
+
+    def check_log(self) -> None:
+        """Fail when the server logged a panic."""
+        text = self.log_text()
+        if "panicked at" in text:
+            raise ServerError(f"{self.name} panicked:\n{self.log_tail()}")
+
+
+class ZkfireCluster:
+    """N zkfire nodes serving one domain from one shared database.
+
+    `node_overrides(index, nodes)` returns the config additions of node
+    `index` (for example its [cluster] section, which can name the other
+    nodes: all nodes' ports are known before any node starts).
+    Only single-node runs use this today.
+    """
+
+    kind = "zkfire"
+
+    def __init__(
+        self,
+        *,
+        count: int,
+        workdir: Path,
+        domain: str,
+        storage_url: str,
+        certs: CertificateSet,
+        overrides: dict | None = None,
+        node_overrides: Callable[[int, list[ZkfireServer]], dict] | None = None,
+    ):
+        self.nodes = [
+            ZkfireServer(
+                workdir=workdir / f"node{i + 1}",
+                domain=domain,
+                storage_url=storage_url,
+                certs=certs,
+                name=f"zkfire-node{i + 1}",
+                overrides=overrides,
+            )
+            for i in range(count)
+        ]
+        if node_overrides is not None:
+            for index, node in enumerate(self.nodes):
+                deep_merge(node.config, node_overrides(index, self.nodes))
+                node.write_config()
+
+    def add_user(self, user: str, password: str) -> None:
+        # The database is shared: one node's tool creates it for all.
+        self.nodes[0].add_user(user, password)
+        for node in self.nodes[1:]:
+            node.passwords[user] = password
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        errors = []
+        for node in self.nodes:
+            try:
+                node.stop()
+            except ServerError as error:
+                errors.append(str(error))
+        if errors:
+            raise ServerError("\n\n".join(errors))
+
+
+# -- Prosody (to check the tests themselves) ----------------------------------
+
+PROSODY_CONFIG = """\
+-- Written by the zkfire interop suite to check its own tests.
+admins = {{ }}
+data_path = {data!s}
+pidfile = {pidfile!s}
+certificates = {certs!s}
+plugin_paths = {{ }}
+network_backend = "epoll"
+interfaces = {{ "{host}" }}
+c2s_interfaces = {{ "{host}" }}
+c2s_ports = {{ {c2s_port} }}
+c2s_direct_tls_ports = {{ {tls_port} }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{
+    "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "carbons";
+    "private"; "smacks"; "vcard"; "ping"; "register";
+    "time"; "uptime"; "version"; "posix";
+}}
+modules_disabled = {{ "s2s"; "dialback"; }}
+allow_registration = {registration}
+min_seconds_between_registrations = 0
+registration_throttle_max = 1000000
+c2s_require_encryption = true
+s2s_secure_auth = false
+authentication = "internal_hashed"
+-- Prosody 0.12 offers SCRAM with one hash only: SHA-1 (default) or SHA-256.
+password_hash = "{password_hash}"
+storage = "internal"
+smacks_hibernation_time = {resume}
+log = {{ debug = {log!s}; }}
+VirtualHost "{domain}"
+"""
+
+
+class ProsodyServer:
+    """Prosody with the same interface as ZkfireServer; config overrides it understands:
+    registration.allow and stream_management.resume_timeout_secs."""
+
+    kind = "prosody"
+
+    def __init__(self, *, domain: str, certs: CertificateSet, overrides: dict | None = None, name: str = "prosody"):
+        self.name = name
+        self.domain = domain
+        self.host = LOOPBACK
+        self.ca_cert = certs.ca_cert
+        self.c2s_port = free_port()
+        self.tls_port = free_port()
+        self.passwords: dict[str, str] = {}
+        self.process: subprocess.Popen | None = None
+        settings = deep_merge(
+            {"registration": {"allow": True}, "stream_management": {"resume_timeout_secs": 300}},
+            overrides,
+        )
+        # The prosody user must be able to enter this folder.
+        self.dir = Path(tempfile.mkdtemp(prefix="zkfire-prosody-"))
+        self.log_path = self.dir / "prosody.log"
+        certs_dir = self.dir / "certs"
+        data_dir = self.dir / "data"
+        certs_dir.mkdir()
+        data_dir.mkdir()
+        shutil.copy(certs.cert, certs_dir / f"{domain}.crt")
+        shutil.copy(certs.key, certs_dir / f"{domain}.key")
+        self.config_path = self.dir / "prosody.cfg.lua"
+        lua = json.dumps  # a JSON string is a valid Lua string here (no escapes needed)
+        self.config_path.write_text(
+            PROSODY_CONFIG.format(
+                data=lua(str(data_dir)),
+                pidfile=lua(str(self.dir / "prosody.pid")),
+                certs=lua(str(certs_dir)),
+                log=lua(str(self.log_path)),
+                host=LOOPBACK,
+                c2s_port=self.c2s_port,
+                tls_port=self.tls_port,
+                registration="true" if settings["registration"]["allow"] else "false",
+                resume=int(settings["stream_management"]["resume_timeout_secs"]),
+                domain=domain,
+                password_hash=os.environ.get("ZKFIRE_INTEROP_PROSODY_HASH", "SHA-1"),
+            )
+        )
+        self._as_prosody: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("prosody")
+            for path in [self.dir, *self.dir.rglob("*")]:
+                os.chown(path, user.pw_uid, user.pw_gid)
+            self._as_prosody = [
+                "setpriv", "--reuid=prosody", "--regid=prosody", "--init-groups",
+                "env", f"HOME={data_dir}",
+            ]
+
+    def add_user(self, user: str, password: str) -> None:
+        result = subprocess.run(
+            [*self._as_prosody, "prosodyctl", "--config", str(self.config_path),
+             "register", user, self.domain, password],
+            capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"prosodyctl register failed:\n{result.stdout}\n{result.stderr}")
+        self.passwords[user] = password
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        self._out = open(self.dir / "prosody.out", "ab")
+        self.process = subprocess.Popen(
+            [*self._as_prosody, "prosody", "-F", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _live.add(self.process)
+        try:
+            for port in (self.c2s_port, self.tls_port):
+                wait_for_port(port, timeout, alive=lambda: self.running)
+        except (RuntimeError, TimeoutError) as error:
+            raise ServerError(f"prosody did not start ({error}):\n{self.log_tail()}") from None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        if self.process is not None:
+            _live.discard(self.process)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+            self._out.close()
+
+    def cleanup(self) -> None:
+        """Remove Prosody's folder (after stop())."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def log_text(self) -> str:
+        parts = []
+        for path in (self.dir / "prosody.out", self.log_path):
+            try:
+                parts.append(path.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def log_tail(self, lines: int = 300) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def check_log(self) -> None:
+        pass
