@@ -29,6 +29,8 @@ pub struct Server {
     /// Blocklists (XEP-0191) of accounts with sessions here, so delivery needs
     /// no database query.
     pub blocklists: DashMap<String, Arc<Vec<String>>>,
+    /// Per-account lock around handing out offline messages.
+    pub offline_flush: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -55,6 +57,7 @@ impl Server {
             auth_throttle,
             sm: SmRegistry::default(),
             blocklists: DashMap::new(),
+            offline_flush: DashMap::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),

@@ -80,7 +80,24 @@ pub async fn deliver_stored(server: &Arc<Server>, session: &LocalSession) {
     let Some(node) = jids::node_of(&session.bare_jid) else {
         return;
     };
-    let messages = match server.storage.offline_messages(&node).await {
+    // One flush per account at a time, so two never hand out the same message.
+    let lock = server
+        .offline_flush
+        .entry(session.bare_jid.clone())
+        .or_default()
+        .clone();
+    {
+        let _guard = lock.lock().await;
+        flush(server, session, &node).await;
+    }
+    drop(lock);
+    server
+        .offline_flush
+        .remove_if(&session.bare_jid, |_, l| Arc::strong_count(l) == 1);
+}
+
+async fn flush(server: &Server, session: &LocalSession, node: &str) {
+    let messages = match server.storage.offline_messages(node).await {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(account = %session.bare_jid, "cannot read offline messages: {e}");
@@ -103,7 +120,7 @@ pub async fn deliver_stored(server: &Arc<Server>, session: &LocalSession) {
     if !delivered.is_empty() {
         if let Err(e) = server
             .storage
-            .delete_offline_messages(&node, &delivered)
+            .delete_offline_messages(node, &delivered)
             .await
         {
             tracing::error!(account = %session.bare_jid, "cannot delete delivered offline messages: {e}");
