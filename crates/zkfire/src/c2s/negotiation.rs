@@ -155,12 +155,8 @@ pub async fn negotiate(
                 (ns::SM, "enable") => stream.queue(&failed_element("unexpected-request", None)),
                 _ => {
                     // RFC 6120 section 6.4.3 / 7.4: nothing else before authentication and binding.
-                    let condition = if node.is_none() {
-                        "not-authorized"
-                    } else {
-                        "policy-violation"
-                    };
-                    return fail(stream, server, condition, None).await;
+                    // RFC 6120 section 7.1 also forbids stanzas between authentication and binding.
+                    return fail(stream, server, "not-authorized", None).await;
                 }
             }
             if stream.flush().await.is_err() {

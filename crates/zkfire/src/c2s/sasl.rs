@@ -39,7 +39,6 @@ pub async fn authenticate(
         stream.queue(&sasl_failure(Failure::InvalidMechanism.condition()));
         return AuthOutcome::Failed;
     };
-    tokio::time::sleep(server.auth_throttle.delay(ip, None)).await;
     let binding = ChannelBinding {
         tls: stream.is_tls(),
         tls_exporter: exporter,

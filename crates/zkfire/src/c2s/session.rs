@@ -35,6 +35,9 @@ pub struct Session {
     node: String,
     presence: ClientPresence,
     sm: Option<SmState>,
+    /// Without stream management: stanzas written since the last successful
+    /// flush, given back to the router if that flush fails.
+    in_flight: Vec<Element>,
     /// Id of the ping the server sent and is waiting for, if any.
     ping_pending: Option<String>,
     last_heard: Instant,
@@ -68,6 +71,7 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
         node,
         presence: ClientPresence::default(),
         sm: None,
+        in_flight: Vec::new(),
         ping_pending: None,
         last_heard: Instant::now(),
         detached_until: None,
@@ -89,7 +93,7 @@ impl Session {
                         break;
                     }
                 }
-                if end == End::No && s.has_queued() && s.flush().await.is_err() {
+                if end == End::No && s.has_queued() && self.flush(s).await.is_err() {
                     end = self.connection_lost();
                 }
             }
@@ -183,7 +187,7 @@ impl Session {
             .with_child(Element::new("ping", ns::PING));
         self.ping_pending = Some(id);
         self.write(s, ping);
-        if s.flush().await.is_err() {
+        if self.flush(s).await.is_err() {
             return self.connection_lost();
         }
         End::No
@@ -192,9 +196,17 @@ impl Session {
     /// Writes a stanza to the client, keeping it for stream management.
     fn write(&mut self, stream: &mut XmppStream, stanza: Element) {
         stream.queue(&stanza);
-        if let Some(sm) = self.sm.as_mut() {
-            sm.sent(stanza);
+        match self.sm.as_mut() {
+            Some(sm) => sm.sent(stanza),
+            None => self.in_flight.push(stanza),
         }
+    }
+
+    /// Flushes the output; what was written is the client's once it is out.
+    async fn flush(&mut self, stream: &mut XmppStream) -> std::io::Result<()> {
+        stream.flush().await?;
+        self.in_flight.clear();
+        Ok(())
     }
 
     async fn on_command(
@@ -224,7 +236,7 @@ impl Session {
                     n += 1;
                 }
                 self.request_ack(s);
-                if s.flush().await.is_err() {
+                if self.flush(s).await.is_err() {
                     return self.connection_lost();
                 }
                 End::No
@@ -521,11 +533,8 @@ impl Session {
                 )
                 .await;
         }
-        let mut pending: Vec<Element> = self
-            .sm
-            .take()
-            .map(|sm| sm.unacked.into())
-            .unwrap_or_default();
+        let mut pending: Vec<Element> = std::mem::take(&mut self.in_flight);
+        pending.extend(self.sm.take().map(|sm| sm.unacked).unwrap_or_default());
         for cmd in rx.close_and_drain() {
             match cmd {
                 SessionCommand::Deliver(stanza) => pending.push(stanza),

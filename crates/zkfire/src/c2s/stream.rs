@@ -33,6 +33,8 @@ pub struct XmppStream {
     peer: SocketAddr,
     header_sent: bool,
     write_timeout: Duration,
+    /// A write failed or timed out: the peer is gone, do not wait on it again.
+    broken: bool,
 }
 
 impl XmppStream {
@@ -51,6 +53,7 @@ impl XmppStream {
             peer,
             header_sent: false,
             write_timeout,
+            broken: false,
         }
     }
 
@@ -136,6 +139,7 @@ impl XmppStream {
             peer,
             header_sent: false,
             write_timeout,
+            broken: false,
         })
     }
 
@@ -186,6 +190,13 @@ impl XmppStream {
         if self.write_buf.is_empty() {
             return Ok(());
         }
+        if self.broken {
+            self.write_buf.clear();
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection is broken",
+            ));
+        }
         let result = tokio::time::timeout(self.write_timeout, async {
             self.transport.write_all(self.write_buf.as_bytes()).await?;
             self.transport.flush().await
@@ -196,10 +207,12 @@ impl XmppStream {
         if self.write_buf.capacity() > 64 * 1024 {
             self.write_buf = String::new();
         }
-        match result {
+        let result = match result {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        }
+        };
+        self.broken |= result.is_err();
+        result
     }
 
     /// Sends a stream error and closes the stream (RFC 6120 section 4.9).
@@ -225,6 +238,9 @@ impl XmppStream {
 
     /// Sends `</stream:stream>` and shuts the transport down.
     pub async fn close(&mut self) {
+        if self.broken {
+            return;
+        }
         if !self.header_sent {
             self.write_buf.clear();
         } else {

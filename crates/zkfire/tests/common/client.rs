@@ -331,3 +331,183 @@ fn tls_connector(cert: &Path, alpn: bool) -> tokio_rustls::TlsConnector {
     }
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
+
+/// What [`Client::write_until`] saw.
+#[derive(Debug)]
+pub struct WriteOutcome {
+    /// Bytes fully written before the reading side finished or a write failed.
+    pub written: usize,
+    /// A write failed (the server closed or reset the connection).
+    pub write_failed: bool,
+    /// Every chunk was written.
+    pub wrote_all: bool,
+    /// How the server ended the stream; `None` if it did not (the wait
+    /// passed, or `stop` matched first).
+    pub closed: Option<Closed>,
+    /// The element that matched `stop`, if one did.
+    pub stopped_by: Option<Element>,
+    /// Every other stanza or nonza received meanwhile.
+    pub received: Vec<Element>,
+    /// From the first write to the end of the stream, `stop`, or the wait.
+    pub elapsed: Duration,
+}
+
+impl Client {
+    /// Connects from a chosen local address (any of 127.0.0.0/8 reaches the
+    /// server) and optionally with a small receive buffer.
+    pub async fn connect_with(
+        port: u16,
+        local: Option<std::net::IpAddr>,
+        recv_buffer: Option<u32>,
+    ) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        if let Some(ip) = local {
+            socket
+                .bind(std::net::SocketAddr::new(ip, 0))
+                .expect("bind local address");
+        }
+        let tcp = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .expect("connect");
+        Client {
+            io: Box::new(tcp),
+            parser: StreamParser::new(client_limits()),
+            events: VecDeque::new(),
+            jid: String::new(),
+            tls: false,
+        }
+    }
+
+    /// [`Client::login`] over a connection the caller made.
+    pub async fn login_on(
+        self,
+        server: &super::TestServer,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Client {
+        let mut c = self;
+        c.open().await;
+        let mut c = c.starttls(&server.cert_path()).await;
+        c.open().await;
+        c.auth("SCRAM-SHA-256", user, password)
+            .await
+            .expect("login");
+        c.open().await;
+        c.bind(Some(resource)).await;
+        c
+    }
+
+    /// Writes `chunks` (pausing `pause` after each) while reading what the
+    /// server sends, until the server ends the stream, an element matching
+    /// `stop` arrives, or `wait` passes. Writing stops at the first failed
+    /// write, so `written` tells how much the server let in.
+    pub async fn write_until<I>(
+        &mut self,
+        chunks: I,
+        pause: Duration,
+        wait: Duration,
+        stop: impl Fn(&Element) -> bool,
+    ) -> WriteOutcome
+    where
+        I: IntoIterator<Item = Vec<u8>>,
+    {
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let parser = &mut self.parser;
+        let events = &mut self.events;
+        let start = tokio::time::Instant::now();
+        let mut written = 0usize;
+        let mut write_failed = false;
+        let mut wrote_all = false;
+        let mut received = Vec::new();
+        let ended = {
+            let writer = async {
+                for chunk in chunks {
+                    if wr.write_all(&chunk).await.is_err() || wr.flush().await.is_err() {
+                        write_failed = true;
+                        return;
+                    }
+                    written += chunk.len();
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                wrote_all = true;
+            };
+            let reader = async {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    while let Some(ev) = events.pop_front() {
+                        match ev {
+                            StreamEvent::End => return (Some(Closed::Clean), None),
+                            StreamEvent::Stanza(el) if el.is("error", ns::STREAM) => {
+                                return (Some(Closed::Error(stream_error_condition(&el))), None)
+                            }
+                            StreamEvent::Stanza(el) if stop(&el) => return (None, Some(el)),
+                            StreamEvent::Stanza(el) => received.push(el),
+                            StreamEvent::Header(_) => {}
+                        }
+                    }
+                    let n = rd.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return (Some(Closed::Clean), None);
+                    }
+                    let mut out = Vec::new();
+                    parser
+                        .feed(&buf[..n], &mut out)
+                        .expect("server sent bad XML");
+                    events.extend(out);
+                }
+            };
+            tokio::pin!(writer);
+            tokio::pin!(reader);
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            let mut writing = true;
+            loop {
+                tokio::select! {
+                    r = &mut reader => break r,
+                    _ = &mut writer, if writing => writing = false,
+                    _ = &mut deadline => break (None, None),
+                }
+            }
+        };
+        let elapsed = start.elapsed();
+        self.io = rd.unsplit(wr);
+        WriteOutcome {
+            written,
+            write_failed,
+            wrote_all,
+            closed: ended.0,
+            stopped_by: ended.1,
+            received,
+            elapsed,
+        }
+    }
+
+    /// [`Client::write_until`] the stream ends or `wait` passes.
+    pub async fn write_until_closed<I>(
+        &mut self,
+        chunks: I,
+        pause: Duration,
+        wait: Duration,
+    ) -> WriteOutcome
+    where
+        I: IntoIterator<Item = Vec<u8>>,
+    {
+        self.write_until(chunks, pause, wait, |_| false).await
+    }
+}
+
+/// The condition of a `<stream:error/>`.
+pub fn stream_error_condition(el: &Element) -> String {
+    el.children()
+        .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
+        .map(|c| c.name().to_string())
+        .unwrap_or_default()
+}
