@@ -17,6 +17,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub stream_management: StreamManagementConfig,
+    pub cluster: ClusterConfig,
+    pub zookeeper: ZooKeeperConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +162,124 @@ impl Default for StreamManagementConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Serve the domain together with other nodes (needs PostgreSQL and ZooKeeper).
+    pub enabled: bool,
+    /// This node's name in the cluster; unique, stable across restarts.
+    pub node_id: String,
+    /// Where this node's cluster bus listens.
+    pub listen: Option<SocketAddr>,
+    /// The address peers use to reach this node's bus (default: `listen`).
+    pub advertise: Option<SocketAddr>,
+    /// Shared secret that authenticates nodes to each other.
+    pub secret: Option<String>,
+    /// File holding the secret (first line), instead of `secret`.
+    pub secret_file: Option<PathBuf>,
+    /// TLS for the bus: this node's certificate and key (PEM); peers must
+    /// present certificates from the same chain.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The address clients should use to reach this node (`host:port`), sent
+    /// to clients of a stopping peer as `see-other-host`.
+    pub client_address: Option<String>,
+    /// Heartbeat interval on the bus, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Frames queued for one peer before senders are refused.
+    pub max_peer_queue: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            node_id: String::new(),
+            listen: None,
+            advertise: None,
+            secret: None,
+            secret_file: None,
+            tls_cert: None,
+            tls_key: None,
+            client_address: None,
+            heartbeat_ms: 1000,
+            max_peer_queue: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZooKeeperConfig {
+    /// Connect string: `host:port,host:port[/chroot]`.
+    pub connect: Option<String>,
+    /// Root znode of this cluster.
+    pub root: String,
+    pub session_timeout_ms: u64,
+    /// `user:password` for digest authentication; everything zkfire creates
+    /// then carries an ACL for this identity only.
+    pub digest: Option<String>,
+    /// A ZooKeeper peer run by this node itself.
+    pub managed: Option<ManagedZooKeeperConfig>,
+}
+
+impl Default for ZooKeeperConfig {
+    fn default() -> Self {
+        ZooKeeperConfig {
+            connect: None,
+            root: "/zkfire".into(),
+            session_timeout_ms: 6000,
+            digest: None,
+            managed: None,
+        }
+    }
+}
+
+/// `[zookeeper.managed]`: the ZooKeeper peer a node runs as a supervised
+/// child process (zoo.cfg keys of the same meaning).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagedZooKeeperConfig {
+    pub tick_time: u32,
+    pub init_limit: u32,
+    pub sync_limit: u32,
+    pub data_dir: PathBuf,
+    pub client_port: u16,
+    /// Address the client port binds to.
+    pub client_address: String,
+    /// This peer's id in the ensemble (`myid`).
+    pub myid: u32,
+    /// Ensemble members: id → `host:peerPort:electionPort`. Empty: standalone.
+    pub servers: std::collections::BTreeMap<String, String>,
+    /// Further zoo.cfg keys, written as they are.
+    pub extra: std::collections::BTreeMap<String, String>,
+    /// The java binary (default: `java` on the PATH).
+    pub java: Option<PathBuf>,
+    /// Where ZooKeeper's jars are (default: found for Debian's `zookeeper` package).
+    pub zookeeper_home: Option<PathBuf>,
+    /// Java heap for the peer, e.g. `256m`.
+    pub heap: String,
+}
+
+impl Default for ManagedZooKeeperConfig {
+    fn default() -> Self {
+        ManagedZooKeeperConfig {
+            tick_time: 2000,
+            init_limit: 10,
+            sync_limit: 5,
+            data_dir: PathBuf::from("./data/zookeeper"),
+            client_port: 2181,
+            client_address: "127.0.0.1".into(),
+            myid: 1,
+            servers: Default::default(),
+            extra: Default::default(),
+            java: None,
+            zookeeper_home: None,
+            heap: "256m".into(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -228,6 +348,7 @@ impl Config {
                 "[c2s] max_stanza_bytes must be at least 10000 (RFC 6120 section 13.12)".into(),
             ));
         }
+        self.validate_cluster()?;
         for admin in &self.server.admins {
             if jid::BareJid::new(admin).is_err() {
                 return Err(ConfigError::Invalid(format!(
@@ -236,6 +357,68 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if !c.enabled {
+            return Ok(());
+        }
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if c.node_id.is_empty()
+            || !c
+                .node_id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return invalid("[cluster] node_id must be set (letters, digits, '-' and '_')");
+        }
+        if c.listen.is_none() {
+            return invalid("[cluster] listen must be set");
+        }
+        if c.secret.is_none() == c.secret_file.is_none() {
+            return invalid("[cluster] set exactly one of secret and secret_file");
+        }
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return invalid("[cluster] tls_cert and tls_key must be set together");
+        }
+        if !self.storage_url().starts_with("postgres") {
+            return invalid(
+                "a cluster needs shared storage: set [storage] url to a postgres:// URL (SQLite is for a single node)",
+            );
+        }
+        if self.zookeeper.connect.is_none() && self.zookeeper.managed.is_none() {
+            return invalid(
+                "[cluster] needs ZooKeeper: set [zookeeper] connect or [zookeeper.managed]",
+            );
+        }
+        if !self.zookeeper.root.starts_with('/') || self.zookeeper.root.ends_with('/') {
+            return invalid("[zookeeper] root must start with '/' and not end with it");
+        }
+        Ok(())
+    }
+
+    /// The cluster secret, from `secret` or the first line of `secret_file`.
+    pub fn cluster_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        let secret = match (&self.cluster.secret, &self.cluster.secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            (None, None) => String::new(),
+        };
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "[cluster] the secret must be at least 16 characters".into(),
+            ));
+        }
+        Ok(secret.into_bytes())
     }
 
     /// The storage URL, defaulting to SQLite in the data dir.
@@ -287,6 +470,26 @@ mod tests {
         assert_eq!(c.server.domain, "example.org");
         assert_eq!(c.limits.max_depth, 10);
         assert_eq!(c.limits.connections_per_ip, 100);
+    }
+
+    #[test]
+    fn cluster_with_sqlite_is_refused() {
+        let text = "[cluster]\nenabled = true\nnode_id = 'n1'\nlisten = '127.0.0.1:7000'\nsecret = '0123456789abcdef'\n[zookeeper]\nconnect = '127.0.0.1:2181'\n";
+        let err = Config::parse(text).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("postgres"), "{err}");
+        let ok = format!("{text}[storage]\nurl = 'postgres://u@127.0.0.1/db'\n");
+        Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn managed_zookeeper_section_parses() {
+        let c = Config::parse(
+            "[zookeeper.managed]\nclient_port = 2191\nmyid = 2\n[zookeeper.managed.servers]\n1 = '127.0.0.1:2888:3888'\n2 = '127.0.0.1:2889:3889'\n",
+        )
+        .unwrap();
+        let m = c.zookeeper.managed.unwrap();
+        assert_eq!(m.client_port, 2191);
+        assert_eq!(m.servers.len(), 2);
     }
 
     #[test]
