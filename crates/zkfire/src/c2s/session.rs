@@ -60,7 +60,7 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
     let (handle, rx) = LocalSession::new(&bare, &resource, server.config.limits.max_session_queue);
     if let Some(old) = server.directory.bind(handle.clone()) {
         // RFC 6120 section 7.7.2.2: the newer login wins.
-        old.command(SessionCommand::Close("conflict"));
+        old.close("conflict");
     }
     tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), "session started");
     // A failed flush shows up again at the first read, which ends the session.
@@ -425,7 +425,7 @@ impl Session {
             _ => return End::No,
         }
         for session in self.server.directory.resources(&self.handle.bare_jid) {
-            session.command(SessionCommand::Close("not-authorized"));
+            session.close("not-authorized");
         }
         End::No
     }

@@ -240,7 +240,7 @@ async fn push(server: &Arc<Server>, bare: &str, change: Element) {
             .with_attr("type", "set")
             .with_attr("id", format!("block-{:016x}", rand::random::<u64>()))
             .with_attr("from", bare)
-            .with_attr("to", session.full_jid.clone())
+            .with_attr("to", session.full_jid())
             .with_child(change.clone());
         router::route(server, iq).await;
     }

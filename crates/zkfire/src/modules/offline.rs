@@ -61,7 +61,22 @@ pub async fn store_or_bounce(server: &Arc<Server>, mut stanza: Element, bare: &s
         .store_offline(&node, &stanza.to_xml(), max)
         .await
     {
-        Ok(true) => {}
+        Ok(true) => {
+            // The account may have become available while this was being
+            // stored, after its session had read the store: look again, so
+            // the message does not wait for the next login.
+            let available = server
+                .directory
+                .local_resources(bare)
+                .into_iter()
+                .find(|s| {
+                    let p = s.presence();
+                    p.available && p.priority >= 0
+                });
+            if let Some(session) = available {
+                deliver_stored(server, &session).await;
+            }
+        }
         Ok(false) => {
             let error = StanzaError::service_unavailable()
                 .with_text("the recipient's offline storage is full");

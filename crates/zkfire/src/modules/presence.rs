@@ -269,7 +269,7 @@ pub async fn send_current_presence_to(server: &Arc<Server>, user_bare: &str, con
     for s in server.directory.resources(user_bare) {
         let state = s.presence();
         if let (true, Some(mut p)) = (state.available, state.last) {
-            p.set_attr("from", s.full_jid.clone());
+            p.set_attr("from", s.full_jid());
             p.set_attr("to", contact);
             route(server, p).await;
         }
@@ -280,7 +280,7 @@ pub async fn send_current_presence_to(server: &Arc<Server>, user_bare: &str, con
 pub async fn send_unavailable_to(server: &Arc<Server>, user_bare: &str, contact: &str) {
     for s in server.directory.resources(user_bare) {
         if s.is_available() {
-            route(server, presence(Some("unavailable"), &s.full_jid, contact)).await;
+            route(server, presence(Some("unavailable"), s.full_jid(), contact)).await;
         }
     }
 }

@@ -205,7 +205,7 @@ pub fn push(server: &Server, bare: &str, item: &Element, version: i64) {
         let iq = Element::new("iq", ns::CLIENT)
             .with_attr("type", "set")
             .with_attr("id", crate::c2s::stream::new_id())
-            .with_attr("to", session.full_jid.clone())
+            .with_attr("to", session.full_jid())
             .with_child(
                 Element::new("query", ns::ROSTER)
                     .with_attr("ver", version.to_string())

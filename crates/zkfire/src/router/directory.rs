@@ -1,60 +1,187 @@
-//! The session directory: which resources of which account are bound here.
+//! The session directory: every bound resource of the domain, the ones on
+//! this node (with their queues) and, in a cluster, the ones on other nodes
+//! as their nodes announced them.
 //!
-//! Sharded (dashmap), so delivering a message takes no global lock.
+//! Sharded (dashmap), so delivering a message takes no global lock. Each
+//! node is the single writer of its own entries; remote entries change only
+//! when their node says so, or all at once when it leaves the cluster.
 
-use super::session_handle::LocalSession;
+use super::remote::RemoteSession;
+use super::session_handle::{LocalSession, PresenceState, SessionCommand};
 use dashmap::DashMap;
 use std::sync::Arc;
+use zkfire_xml::Element;
+
+/// A bound resource, here or on another node.
+#[derive(Clone)]
+pub enum Resource {
+    Local(Arc<LocalSession>),
+    Remote(Arc<RemoteSession>),
+}
+
+impl Resource {
+    pub fn full_jid(&self) -> &str {
+        match self {
+            Resource::Local(s) => &s.full_jid,
+            Resource::Remote(s) => &s.full_jid,
+        }
+    }
+
+    pub fn presence(&self) -> PresenceState {
+        match self {
+            Resource::Local(s) => s.presence(),
+            Resource::Remote(s) => s.presence(),
+        }
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.presence().available
+    }
+
+    /// Hands a stanza to the resource; gives it back when it cannot take it.
+    pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
+        match self {
+            Resource::Local(s) => s.deliver(stanza),
+            Resource::Remote(s) => s.deliver(stanza),
+        }
+    }
+
+    /// Ends the session with a stream error.
+    pub fn close(&self, condition: &'static str) {
+        match self {
+            Resource::Local(s) => {
+                s.command(SessionCommand::Close(condition));
+            }
+            Resource::Remote(s) => s.close(condition),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Directory {
-    users: DashMap<String, Vec<Arc<LocalSession>>>,
+    local: DashMap<String, Vec<Arc<LocalSession>>>,
+    remote: DashMap<String, Vec<Arc<RemoteSession>>>,
 }
 
 impl Directory {
-    /// Adds a bound resource; returns the session it replaces (same full JID).
-    pub fn bind(&self, session: Arc<LocalSession>) -> Option<Arc<LocalSession>> {
-        let mut entry = self.users.entry(session.bare_jid.clone()).or_default();
+    /// Adds a bound resource of this node; returns the resource it replaces
+    /// (the same full JID here or on another node).
+    pub fn bind(&self, session: Arc<LocalSession>) -> Option<Resource> {
+        let mut entry = self.local.entry(session.bare_jid.clone()).or_default();
         let old = entry
             .iter()
             .position(|s| s.resource == session.resource)
-            .map(|i| entry.swap_remove(i));
-        entry.push(session);
-        old
+            .map(|i| Resource::Local(entry.swap_remove(i)));
+        entry.push(session.clone());
+        drop(entry);
+        old.or_else(|| {
+            self.remote_resource(&session.bare_jid, &session.resource)
+                .map(Resource::Remote)
+        })
     }
 
     /// Removes this very session (not a newer one with the same full JID).
-    /// Returns whether the account has no other resource left here.
+    /// Returns whether the account has no other resource left on this node.
     pub fn unbind(&self, session: &LocalSession) -> bool {
         let mut last = false;
-        self.users.remove_if_mut(&session.bare_jid, |_, list| {
+        self.local.remove_if_mut(&session.bare_jid, |_, list| {
             list.retain(|s| s.id != session.id);
             last = list.is_empty();
             last
         });
-        last
+        last || !self.local.contains_key(&session.bare_jid)
     }
 
-    /// All resources of an account bound here.
-    pub fn resources(&self, bare: &str) -> Vec<Arc<LocalSession>> {
-        self.users.get(bare).map(|l| l.clone()).unwrap_or_default()
+    /// All resources of an account, on every node.
+    pub fn resources(&self, bare: &str) -> Vec<Resource> {
+        let mut out: Vec<Resource> = self
+            .local
+            .get(bare)
+            .map(|l| l.iter().cloned().map(Resource::Local).collect())
+            .unwrap_or_default();
+        if let Some(r) = self.remote.get(bare) {
+            out.extend(r.iter().cloned().map(Resource::Remote));
+        }
+        out
     }
 
-    pub fn resource(&self, bare: &str, resource: &str) -> Option<Arc<LocalSession>> {
-        self.users
+    /// Resources of an account on this node only.
+    pub fn local_resources(&self, bare: &str) -> Vec<Arc<LocalSession>> {
+        self.local.get(bare).map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn resource(&self, bare: &str, resource: &str) -> Option<Resource> {
+        let local = self
+            .local
+            .get(bare)
+            .and_then(|l| l.iter().find(|s| s.resource == resource).cloned());
+        match local {
+            Some(s) => Some(Resource::Local(s)),
+            None => self.remote_resource(bare, resource).map(Resource::Remote),
+        }
+    }
+
+    fn remote_resource(&self, bare: &str, resource: &str) -> Option<Arc<RemoteSession>> {
+        self.remote
             .get(bare)
             .and_then(|l| l.iter().find(|s| s.resource == resource).cloned())
     }
 
+    /// Whether the account has a resource anywhere in the cluster.
     pub fn has_resources(&self, bare: &str) -> bool {
-        self.users.contains_key(bare)
+        self.local.contains_key(bare) || self.remote.contains_key(bare)
     }
 
     pub fn session_count(&self) -> usize {
-        self.users.iter().map(|e| e.value().len()).sum()
+        self.local.iter().map(|e| e.value().len()).sum()
     }
 
-    pub fn all(&self) -> Vec<Arc<LocalSession>> {
-        self.users.iter().flat_map(|e| e.value().clone()).collect()
+    /// All sessions of this node.
+    pub fn all_local(&self) -> Vec<Arc<LocalSession>> {
+        self.local.iter().flat_map(|e| e.value().clone()).collect()
+    }
+
+    /// Adds or updates a resource another node announced.
+    pub fn upsert_remote(&self, session: Arc<RemoteSession>) {
+        let mut entry = self.remote.entry(session.bare_jid.clone()).or_default();
+        entry.retain(|s| s.resource != session.resource);
+        entry.push(session);
+    }
+
+    /// Removes a resource another node announced gone; returns it.
+    pub fn remove_remote(
+        &self,
+        bare: &str,
+        resource: &str,
+        node_id: &str,
+    ) -> Option<Arc<RemoteSession>> {
+        let mut removed = None;
+        self.remote.remove_if_mut(bare, |_, list| {
+            if let Some(i) = list
+                .iter()
+                .position(|s| s.resource == resource && s.node_id == node_id)
+            {
+                removed = Some(list.swap_remove(i));
+            }
+            list.is_empty()
+        });
+        removed
+    }
+
+    /// Forgets every resource of a node (it left the cluster); returns them.
+    pub fn drop_node(&self, node_id: &str) -> Vec<Arc<RemoteSession>> {
+        let mut gone = Vec::new();
+        self.remote.retain(|_, list| {
+            list.retain(|s| {
+                if s.node_id == node_id {
+                    gone.push(s.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            !list.is_empty()
+        });
+        gone
     }
 }

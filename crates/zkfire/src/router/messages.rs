@@ -44,7 +44,7 @@ pub async fn deliver(
 }
 
 /// Available resources with non-negative priority.
-fn available(server: &Server, bare: &str) -> Vec<Arc<crate::router::session_handle::LocalSession>> {
+fn available(server: &Server, bare: &str) -> Vec<crate::router::directory::Resource> {
     server
         .directory
         .resources(bare)

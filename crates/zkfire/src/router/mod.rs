@@ -5,6 +5,7 @@
 
 pub mod directory;
 pub mod messages;
+pub mod remote;
 pub mod session_handle;
 
 use crate::jids;

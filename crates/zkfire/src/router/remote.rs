@@ -1,0 +1,56 @@
+//! Resources bound on other nodes of the cluster, as the directory holds
+//! them, and the link that reaches those nodes.
+
+use super::session_handle::PresenceState;
+use std::sync::{Arc, Mutex};
+use zkfire_xml::Element;
+
+/// How the router reaches other nodes. The cluster layer implements it.
+pub trait RemoteLink: Send + Sync {
+    /// Sends a stanza for `to_full` to the node that holds it; gives it back
+    /// when that node cannot be reached now.
+    fn deliver(&self, node_id: &str, stanza: Element) -> Result<(), Element>;
+    /// Asks the node to end a session with a stream error.
+    fn close(&self, node_id: &str, full_jid: &str, condition: &'static str);
+}
+
+/// A resource bound on another node.
+pub struct RemoteSession {
+    pub node_id: String,
+    pub full_jid: String,
+    pub bare_jid: String,
+    pub resource: String,
+    presence: Mutex<PresenceState>,
+    link: Arc<dyn RemoteLink>,
+}
+
+impl RemoteSession {
+    pub fn new(
+        node_id: &str,
+        full_jid: &str,
+        presence: PresenceState,
+        link: Arc<dyn RemoteLink>,
+    ) -> Option<Self> {
+        let (bare, resource) = full_jid.split_once('/')?;
+        Some(RemoteSession {
+            node_id: node_id.to_string(),
+            full_jid: full_jid.to_string(),
+            bare_jid: bare.to_string(),
+            resource: resource.to_string(),
+            presence: Mutex::new(presence),
+            link,
+        })
+    }
+
+    pub fn presence(&self) -> PresenceState {
+        self.presence.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
+        self.link.deliver(&self.node_id, stanza)
+    }
+
+    pub fn close(&self, condition: &'static str) {
+        self.link.close(&self.node_id, &self.full_jid, condition);
+    }
+}
