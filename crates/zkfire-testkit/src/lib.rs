@@ -4,3 +4,4 @@
 
 pub mod ports;
 pub mod postgres;
+pub mod zookeeper;

@@ -8,6 +8,7 @@ pub mod ns;
 pub mod parser;
 mod resolve;
 mod tree;
+mod utf8;
 
 pub use element::{escape_attr, escape_text, Element, Node};
 pub use fragment::parse_element;

@@ -8,6 +8,7 @@ use crate::element::Element;
 use crate::error_map::classify;
 use crate::resolve::{Head, Scopes};
 use crate::tree::TreeBuilder;
+use crate::utf8::{Utf8Check, Verdict};
 use rxml::error::EndOrError;
 use rxml::{Options, Parse, RawEvent, RawParser, WithOptions};
 
@@ -80,6 +81,10 @@ pub enum XmlError {
     BadNamespacePrefix(String),
     #[error("name or attribute value longer than {limit} bytes")]
     TokenTooLong { limit: usize },
+    /// A second stream header inside the stream (a restart needs a new
+    /// stream); read on as a stanza it would swallow everything after it.
+    #[error("stream header inside the stream")]
+    NestedStreamHeader,
 }
 
 impl XmlError {
@@ -93,6 +98,7 @@ impl XmlError {
             XmlError::TooManyAttributes { .. } => "policy-violation",
             XmlError::BadNamespacePrefix(_) => "bad-namespace-prefix",
             XmlError::TokenTooLong { .. } => "policy-violation",
+            XmlError::NestedStreamHeader => "invalid-xml",
         }
     }
 }
@@ -130,15 +136,24 @@ pub struct StreamParser {
     /// processing instruction) from the XML declaration.
     lead: [u8; 6],
     lead_len: usize,
+    /// How much of `<!` the input has just shown (0, 1 or 2 bytes), to
+    /// catch `<![` across chunks.
+    bang: u8,
     /// Bytes rxml has consumed.
     consumed: usize,
     /// Where the current stanza's `<` is (in `consumed` terms).
     stanza_start: usize,
     /// Open elements, the stream header included.
     open: usize,
+    /// The stream header's name and namespace.
+    root: (String, String),
+    /// Outside any tag between stanzas (or after the end): the bytes here
+    /// are checked by us, not rxml.
+    between: bool,
     head: Head,
     scopes: Scopes,
     tree: TreeBuilder,
+    utf8: Utf8Check,
 }
 
 impl StreamParser {
@@ -162,12 +177,16 @@ impl StreamParser {
             skipped: 0,
             lead: [0; 6],
             lead_len: 0,
+            bang: 0,
             consumed: 0,
             stanza_start: 0,
             open: 0,
+            root: (String::new(), String::new()),
+            between: false,
             head: Head::default(),
             scopes: Scopes::default(),
             tree: TreeBuilder::default(),
+            utf8: Utf8Check::default(),
         }
     }
 
@@ -196,17 +215,72 @@ impl StreamParser {
         *self = StreamParser::new(self.limits);
     }
 
-    fn feed_inner(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
+    fn feed_inner(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
+        // Bytes before a broken character are parsed first, so that an
+        // earlier error (a limit) wins, as it would byte by byte.
+        let (good, broken) = match self.utf8.check(data) {
+            Verdict::Fine => (data, None),
+            Verdict::BadUtf8(n) => (data.get(..n).unwrap_or(data), Some("invalid UTF-8")),
+            Verdict::BadChar(n) => (
+                data.get(..n).unwrap_or(data),
+                Some("U+FFFE or U+FFFF, which are not XML characters"),
+            ),
+        };
+        self.parse(good, out)?;
+        match broken {
+            Some(what) => Err(XmlError::NotWellFormed(what.into())),
+            None => Ok(()),
+        }
+    }
+
+    fn parse(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
         if self.phase == Phase::Start {
             data = self.skip_leading_space(data)?;
             if data.is_empty() {
                 return Ok(());
             }
         }
-        if self.phase == Phase::Prolog && self.lead_len < self.lead.len() {
-            self.sniff_lead(data)?;
+        // Found here, not by rxml: it would notice these only later, or not
+        // at all, depending on the split. The bytes before the one that
+        // decides are parsed first, as they would be byte by byte.
+        if self.phase == Phase::Prolog {
+            if let Some(at) = self.sniff_lead(data) {
+                self.run(data.get(..at).unwrap_or(data), out)?;
+                return Err(XmlError::Restricted("processing instruction".into()));
+            }
         }
+        // A CDATA section is only allowed inside a stanza: elsewhere it puts
+        // rxml in text mode, where text fails only once rxml hands it out.
+        while let Some(at) = self.find_bang_bracket(data) {
+            // The `[` itself goes on with the rest: each call moves past it.
+            let (before, after) = data.split_at(at.min(data.len()));
+            self.run(before, out)?;
+            match self.phase {
+                Phase::Prolog => {
+                    return Err(XmlError::NotWellFormed(
+                        "CDATA section before the stream header".into(),
+                    ))
+                }
+                Phase::Stream if self.open <= 1 => {
+                    return Err(XmlError::NotWellFormed(
+                        "CDATA section between stanzas".into(),
+                    ))
+                }
+                _ => data = after,
+            }
+        }
+        self.run(data, out)
+    }
+
+    /// Parses with rxml until it needs more data.
+    fn run(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), XmlError> {
         loop {
+            if self.between && !data.is_empty() {
+                data = self.skip_between(data, out)?;
+                if data.is_empty() {
+                    return Ok(());
+                }
+            }
             let before = data.len();
             let result = self.raw.parse(&mut data, false);
             self.consumed += before - data.len();
@@ -249,27 +323,92 @@ impl StreamParser {
         }
     }
 
+    /// Between stanzas only whitespace (keepalives) may come before the next
+    /// `<`; after the end, only whitespace. rxml would report text there
+    /// only once it is sure where it ends (a `]` or CR makes it wait for
+    /// more), so how the input was split would decide when text fails.
+    fn skip_between<'a>(
+        &mut self,
+        data: &'a [u8],
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<&'a [u8], XmlError> {
+        // First what rxml still holds (the end of a self-closed root).
+        loop {
+            match self.raw.parse(&mut &b""[..], false) {
+                Ok(Some(event)) => self.handle(event, out)?,
+                Ok(None) | Err(EndOrError::NeedMoreData) => break,
+                Err(EndOrError::Error(e)) => {
+                    return Err(classify(e, self.token_limit, self.limits.max_stanza_bytes))
+                }
+            }
+        }
+        let n = data.iter().take_while(|b| is_xml_space(**b)).count();
+        self.consumed += n;
+        let rest = data.get(n..).unwrap_or_default();
+        match rest.first() {
+            None => Ok(rest),
+            Some(b'<') if self.phase == Phase::Stream => {
+                self.between = false;
+                Ok(rest)
+            }
+            Some(_) if self.phase == Phase::Stream => {
+                Err(XmlError::NotWellFormed("text between stanzas".into()))
+            }
+            Some(_) => Err(XmlError::NotWellFormed(
+                "data after the end of the stream".into(),
+            )),
+        }
+    }
+
     /// rxml reads `<?xml-stylesheet` as a broken XML declaration; it is a
-    /// processing instruction, so restricted.
-    fn sniff_lead(&mut self, data: &[u8]) -> Result<(), XmlError> {
-        for &b in data.iter().take(self.lead.len() - self.lead_len) {
+    /// processing instruction, so restricted. Returns where in `data` the
+    /// byte that shows it is.
+    fn sniff_lead(&mut self, data: &[u8]) -> Option<usize> {
+        let had = self.lead_len;
+        for &b in data.iter().take(self.lead.len().saturating_sub(had)) {
             if let Some(slot) = self.lead.get_mut(self.lead_len) {
                 *slot = b;
                 self.lead_len += 1;
             }
         }
         let [b'<', b'?', b'x', b'm', b'l', next] = self.lead else {
-            return Ok(());
+            return None;
         };
         // A name character after `<?xml` makes it a longer target name.
-        if self.lead_len == self.lead.len()
-            && (next.is_ascii_alphanumeric()
-                || matches!(next, b'-' | b'_' | b'.' | b':')
-                || next >= 0x80)
-        {
-            return Err(XmlError::Restricted("processing instruction".into()));
+        let pi = next.is_ascii_alphanumeric()
+            || matches!(next, b'-' | b'_' | b'.' | b':')
+            || next >= 0x80;
+        if had < self.lead.len() && self.lead_len == self.lead.len() && pi {
+            Some(self.lead.len() - 1 - had)
+        } else {
+            None
         }
-        Ok(())
+    }
+
+    /// Where in `data` the `[` of a `<![` is (a `<!` at the end of the last
+    /// chunk counts).
+    fn find_bang_bracket(&mut self, data: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        loop {
+            if self.bang == 0 {
+                // Skip to the next `<` quickly: this sees every byte.
+                let p = data.get(i..)?.iter().position(|&b| b == b'<')?;
+                i += p + 1;
+                self.bang = 1;
+                continue;
+            }
+            let b = *data.get(i)?;
+            self.bang = match (self.bang, b) {
+                (2, b'[') => {
+                    self.bang = 0;
+                    return Some(i);
+                }
+                (_, b'<') => 1,
+                (1, b'!') => 2,
+                _ => 0,
+            };
+            i += 1;
+        }
     }
 
     fn check_size(&self) -> Result<(), XmlError> {
@@ -323,9 +462,13 @@ impl StreamParser {
             RawEvent::ElementHeadClose(_) => {
                 let element = self.head.finish(&mut self.scopes)?;
                 if self.phase == Phase::Prolog {
+                    self.root = (element.name().to_owned(), element.ns().to_owned());
                     let default_ns = self.scopes.lookup(None).unwrap_or_default().to_owned();
                     out.push(StreamEvent::Header(header_from(element, default_ns)));
                     self.phase = Phase::Stream;
+                    self.between = true;
+                } else if self.open == 2 && element.is(&self.root.0, &self.root.1) {
+                    return Err(XmlError::NestedStreamHeader);
                 } else {
                     self.tree.start(element);
                 }
@@ -333,19 +476,22 @@ impl StreamParser {
             RawEvent::Text(_, text) => {
                 if self.open >= 2 {
                     self.tree.text(text);
-                } else if !text.bytes().all(is_xml_space) {
+                } else {
+                    // Text outside stanzas never reaches rxml (see
+                    // `skip_between` and the CDATA check); just in case.
                     return Err(XmlError::NotWellFormed("text between stanzas".into()));
                 }
-                // Whitespace between stanzas is a keepalive: dropped.
             }
             RawEvent::ElementFoot(_) => {
                 self.open = self.open.saturating_sub(1);
                 self.scopes.pop();
                 if self.open == 0 {
                     self.phase = Phase::Ended;
+                    self.between = true;
                     out.push(StreamEvent::End);
                 } else if let Some(stanza) = self.tree.end() {
                     out.push(StreamEvent::Stanza(stanza));
+                    self.between = true;
                 }
             }
         }

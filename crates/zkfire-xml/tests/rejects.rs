@@ -115,6 +115,42 @@ fn other_xml_versions_and_encodings_are_restricted() {
 }
 
 #[test]
+fn cdata_before_the_header_is_not_well_formed() {
+    assert_eq!(condition(b"<![CDATA[]]>+]"), "not-well-formed");
+    assert_eq!(
+        condition(b"<?xml version='1.0'?> <![CDATA[x]]>"),
+        "not-well-formed"
+    );
+    // Inside a stanza it is content like any other.
+    let input = format!("{HEADER}<m><![CDATA[<x>]]></m><n><![CDATA[]]></n>");
+    let (events, err) = parse_bytewise(Limits::default(), input.as_bytes());
+    assert_eq!((events.len(), err), (3, None));
+}
+
+#[test]
+fn pi_check_does_not_beat_an_earlier_limit() {
+    let tiny = Limits {
+        max_stanza_bytes: 3,
+        ..Limits::default()
+    };
+    // The `-` that makes it a processing instruction is byte 6, after the
+    // limit; the `[` of `<![` is byte 3, before it.
+    for (input, expected) in [
+        (
+            &b"<?xml-stylesheet?>"[..],
+            XmlError::StanzaTooBig { limit: 3 },
+        ),
+        (
+            b"<![CDATA[",
+            XmlError::NotWellFormed("CDATA section before the stream header".into()),
+        ),
+    ] {
+        assert_eq!(parse_with(tiny, input).1, Some(expected.clone()));
+        assert_eq!(parse_bytewise(tiny, input).1, Some(expected));
+    }
+}
+
+#[test]
 fn comments_are_restricted() {
     assert_eq!(condition(b"<!-- hi --><stream:stream>"), "restricted-xml");
     assert_eq!(condition(&in_stream("<!-- hi -->")), "restricted-xml");
@@ -141,6 +177,46 @@ fn invalid_utf8_is_not_well_formed() {
         assert_eq!(condition(&input), "not-well-formed", "{body:?}");
     }
     assert_eq!(condition(b"<stream:stream to='\xff'>"), "not-well-formed");
+}
+
+#[test]
+fn broken_utf8_fails_at_the_same_byte_however_it_is_split() {
+    // rxml would hold the text back behind the CRs; the size limit is
+    // crossed a little later. Every split must report the bad byte.
+    let limits = Limits {
+        max_stanza_bytes: 300,
+        ..Limits::default()
+    };
+    let mut input = in_stream("<m>x");
+    input.extend_from_slice(&[b'\r'; 50]);
+    input.push(0xff);
+    input.extend_from_slice(&[b'\r'; 500]);
+    for n in 1..80 {
+        let (_, err) = feed_chunks(limits, input.chunks(n));
+        assert!(
+            matches!(err, Some(XmlError::NotWellFormed(_))),
+            "chunks of {n}: {err:?}"
+        );
+    }
+    // And it does not wait for the text to end.
+    let mut p = StreamParser::new(Limits::default());
+    let mut out = Vec::new();
+    p.feed(&in_stream("<m>\r\r"), &mut out).unwrap();
+    assert!(p.feed(b"\xc3", &mut out).is_ok());
+    assert!(matches!(
+        p.feed(b"(", &mut out),
+        Err(XmlError::NotWellFormed(_))
+    ));
+}
+
+#[test]
+fn non_characters_are_not_well_formed() {
+    assert_eq!(condition(&in_stream("<m>\u{FFFE}</m>")), "not-well-formed");
+    assert_eq!(
+        condition(&in_stream("<m a='\u{FFFF}'/>")),
+        "not-well-formed"
+    );
+    assert_eq!(condition(&in_stream("<m>a\r\r\u{FFFF}")), "not-well-formed");
 }
 
 #[test]
@@ -181,6 +257,13 @@ fn text_between_stanzas_fails_at_once() {
     assert_eq!(condition(&in_stream("hello")), "not-well-formed");
     assert_eq!(
         condition(&in_stream("<presence/> x <presence/>")),
+        "not-well-formed"
+    );
+    assert_eq!(condition(&in_stream("<a/>x]]")), "not-well-formed");
+    assert_eq!(condition(&in_stream("<a/>x\r")), "not-well-formed");
+    assert_eq!(condition(&in_stream("<![CDATA[x]]>")), "not-well-formed");
+    assert_eq!(
+        condition(&in_stream("<a/><![CDATA[]]>\t\u{7f}\t[\r")),
         "not-well-formed"
     );
     // U+00A0 is not XML whitespace.
@@ -267,7 +350,49 @@ fn undeclared_prefixes_are_bad_namespace_prefixes() {
 }
 
 #[test]
+fn cdata_between_stanzas_is_not_well_formed() {
+    // Only whitespace goes between stanzas, and as plain whitespace.
+    assert_eq!(
+        condition(&in_stream("<a/><![CDATA[ \n]]><b/>")),
+        "not-well-formed"
+    );
+    assert_eq!(condition(&in_stream("<![CDATA[]]>")), "not-well-formed");
+    // Inside a stanza it is content, including a `<![` within it.
+    assert_eq!(stanzas("<m><![CDATA[<![x]]></m>")[0].text(), "<![x");
+}
+
+#[test]
+fn second_stream_header_inside_the_stream_fails_at_once() {
+    let second = HEADER.split_once("?>").unwrap().1;
+    assert_eq!(condition(&in_stream(second)), "invalid-xml");
+    assert_eq!(
+        condition(&in_stream(
+            "<s:stream xmlns:s='http://etherx.jabber.org/streams'>"
+        )),
+        "invalid-xml"
+    );
+    // With an XML declaration it is already restricted at the `<?`.
+    assert_eq!(condition(&in_stream(HEADER)), "restricted-xml");
+    // Deeper down, or in another namespace, it is just an element.
+    assert_eq!(
+        stanzas("<m><stream:stream/></m><stream xmlns='urn:other'/>").len(),
+        2
+    );
+}
+
+#[test]
 fn anything_but_whitespace_after_the_end_fails() {
+    assert_eq!(
+        condition(&in_stream("</stream:stream>x]]")),
+        "not-well-formed"
+    );
+    assert_eq!(
+        condition(&in_stream("</stream:stream><a/>")),
+        "not-well-formed"
+    );
+    let (events, err) =
+        parse(b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'/> \n");
+    assert_eq!((events.len(), err), (2, None));
     let (events, err) = parse(&in_stream("<presence/></stream:stream>\n <presence/>"));
     assert!(matches!(err, Some(XmlError::NotWellFormed(_))));
     assert_eq!(events.last(), Some(&StreamEvent::End));

@@ -26,6 +26,24 @@ pub enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Convert the older Java project's cluster.xml into zkfire's TOML.
+    ImportClusterXml {
+        /// The cluster.xml to read.
+        file: PathBuf,
+        /// Write the TOML here (never overwrites); default: standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// The members, their bus addresses, uptime and session counts; exits
+    /// non-zero when ZooKeeper cannot be reached.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +69,9 @@ pub enum UserCommand {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::ImportClusterXml { file, output } = &cli.command {
+        return import_cluster_xml(file, output.as_deref());
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::CheckConfig => {
@@ -67,7 +88,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(crate::serve::run(config))
         }
         Command::User(cmd) => runtime()?.block_on(user(config, cmd)),
+        Command::Cluster(ClusterCommand::Status) => {
+            runtime()?.block_on(crate::cluster::status::print(&config))
+        }
+        Command::ImportClusterXml { .. } => Ok(()),
     }
+}
+
+fn import_cluster_xml(
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let xml =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let converted =
+        crate::cluster_xml::convert(&xml).with_context(|| file.display().to_string())?;
+    match output {
+        Some(path) => {
+            use std::io::Write;
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?
+                .write_all(converted.toml.as_bytes())?;
+        }
+        None => print!("{}", converted.toml),
+    }
+    for n in &converted.unmapped {
+        eprintln!("not converted: {n}");
+    }
+    for w in &converted.warnings {
+        eprintln!("check: {w}");
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

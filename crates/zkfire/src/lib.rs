@@ -3,6 +3,8 @@
 pub mod accounts;
 pub mod c2s;
 pub mod cli;
+pub mod cluster;
+pub mod cluster_xml;
 pub mod config;
 pub mod jids;
 pub mod logging;

@@ -1,6 +1,7 @@
 //! Logging through `tracing`: the level comes from `RUST_LOG` when set, else
 //! from `[server] log_level`.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(level: &str) {
@@ -10,5 +11,6 @@ pub fn init(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

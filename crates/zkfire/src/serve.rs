@@ -35,6 +35,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .tasks
             .spawn(listener::serve(server.clone(), l, direct_tls));
     }
+    let cluster = if server.config.cluster.enabled {
+        Some(crate::cluster::node::start(server.clone(), &server.config).await?)
+    } else {
+        None
+    };
     tracing::info!(domain = %server.domain, "zkfire is serving");
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -45,6 +50,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("some sessions did not end in time");
+    }
+    // The cluster side goes last: sessions that ended above could still hand
+    // their undelivered stanzas to peers.
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
     }
     server.storage.close().await;
     tracing::info!("stopped");

@@ -4,12 +4,14 @@
 use crate::c2s::auth_throttle::AuthThrottle;
 use crate::c2s::conn_limit::ConnLimiter;
 use crate::c2s::stream_mgmt::SmRegistry;
+use crate::cluster::link::ClusterLink;
 use crate::config::Config;
 use crate::modules::Modules;
 use crate::router::directory::Directory;
 use crate::tls::TlsContext;
 use dashmap::DashMap;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +33,13 @@ pub struct Server {
     pub blocklists: DashMap<String, Arc<Vec<String>>>,
     /// Per-account lock around handing out offline messages.
     pub offline_flush: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// The cluster, when this node is part of one.
+    pub cluster: Option<Arc<ClusterLink>>,
+    /// Whether clients are served: always on a single node; in a cluster only
+    /// while this node is a member (DESIGN.md cluster point 2).
+    pub serving: AtomicBool,
+    /// A live peer's client address, for `see-other-host` when this node stops.
+    pub redirect_to: RwLock<Option<String>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -42,6 +51,7 @@ impl Server {
             .map(|j| j.to_string())
             .unwrap_or_else(|_| config.server.domain.clone());
         let modules = Modules::standard(&config);
+        let clustered = config.cluster.enabled;
         let conn_limiter = ConnLimiter::new(config.limits.connections_per_ip);
         let auth_throttle = AuthThrottle::new(
             config.limits.failed_logins_before_delay,
@@ -58,11 +68,19 @@ impl Server {
             sm: SmRegistry::default(),
             blocklists: DashMap::new(),
             offline_flush: DashMap::new(),
+            cluster: clustered.then(|| Arc::new(ClusterLink::default())),
+            serving: AtomicBool::new(!clustered),
+            redirect_to: RwLock::new(None),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
             config,
         })
+    }
+
+    /// Where clients of this node should go when it stops, if anywhere.
+    pub fn redirect(&self) -> Option<String> {
+        self.redirect_to.read().ok().and_then(|r| r.clone())
     }
 
     /// Whether `bare` is an administrator.

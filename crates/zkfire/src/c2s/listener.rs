@@ -75,7 +75,23 @@ async fn handle(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tl
     } else {
         Transport::Plain(tcp)
     };
-    let stream = XmppStream::new(transport, peer, limits, write_timeout);
+    let mut stream = XmppStream::new(transport, peer, limits, write_timeout);
+    if !server.serving.load(std::sync::atomic::Ordering::SeqCst) {
+        // A cluster node that is not a member (yet, or any more) serves no one.
+        match server.redirect() {
+            Some(addr) => stream.close_see_other_host(&server.domain, &addr).await,
+            None => {
+                stream
+                    .close_with_error(
+                        &server.domain,
+                        "system-shutdown",
+                        Some("this node is not serving"),
+                    )
+                    .await
+            }
+        }
+        return;
+    }
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(server.config.limits.auth_timeout_secs);
     let negotiated = tokio::select! {

@@ -62,6 +62,9 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
         // RFC 6120 section 7.7.2.2: the newer login wins.
         old.close("conflict");
     }
+    if let Some(cluster) = &server.cluster {
+        cluster.announce(&handle);
+    }
     tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), "session started");
     // A failed flush shows up again at the first read, which ends the session.
     let _ = stream.flush().await;
@@ -107,7 +110,7 @@ impl Session {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         if let Some(s) = stream.as_mut() {
-                            s.close_with_error(&self.server.domain, "system-shutdown", None).await;
+                            close_for_leaving(&self.server, s).await;
                         }
                         end = End::Over;
                     }
@@ -244,8 +247,12 @@ impl Session {
             SessionCommand::Close(condition) => {
                 tracing::info!(jid = %self.handle.full_jid, condition, "session closed by the server");
                 if let Some(mut s) = stream.take() {
-                    s.close_with_error(&self.server.domain, condition, None)
-                        .await;
+                    if condition == "see-other-host" {
+                        close_for_leaving(&self.server, &mut s).await;
+                    } else {
+                        s.close_with_error(&self.server.domain, condition, None)
+                            .await;
+                    }
                 }
                 End::Over
             }
@@ -522,6 +529,9 @@ impl Session {
             s.close().await;
         }
         presence::session_ended(&server, &self.handle, &mut self.presence, last).await;
+        if let Some(cluster) = &server.cluster {
+            cluster.announce_gone(&self.handle);
+        }
         if last {
             server.blocklists.remove(&self.handle.bare_jid);
             let _ = server
@@ -553,6 +563,20 @@ impl Session {
     }
 }
 
+/// This node stops serving: clients go to a live peer when one is known
+/// (`see-other-host`, RFC 6120 section 4.9.3.19), else they are told the
+/// system is shutting down.
+async fn close_for_leaving(server: &Server, stream: &mut XmppStream) {
+    match server.redirect() {
+        Some(addr) => stream.close_see_other_host(&server.domain, &addr).await,
+        None => {
+            stream
+                .close_with_error(&server.domain, "system-shutdown", None)
+                .await
+        }
+    }
+}
+
 /// An IQ removing the sender's account (XEP-0077 section 3.2).
 fn removes_account(iq: &Element) -> bool {
     iq.attr("type") == Some("set")
@@ -564,7 +588,7 @@ fn removes_account(iq: &Element) -> bool {
 /// A stanza that reached a session but not its client: messages go back
 /// through the router (another resource, or offline storage); requests get
 /// an error; the rest is dropped, as for any resource that goes away.
-async fn reroute(server: &Arc<Server>, stanza: Element) {
+pub async fn reroute(server: &Arc<Server>, stanza: Element) {
     match Kind::of(&stanza) {
         Some(Kind::Message) => {
             if stanza.attr("from").is_some_and(|f| f == server.domain) {

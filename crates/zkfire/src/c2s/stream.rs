@@ -236,6 +236,20 @@ impl XmppStream {
         self.close().await;
     }
 
+    /// Sends `see-other-host` with the address to reconnect to, and closes.
+    pub async fn close_see_other_host(&mut self, domain: &str, addr: &str) {
+        if !self.header_sent {
+            self.queue_header(domain, &new_id(), "en");
+        }
+        self.write_buf
+            .push_str("<stream:error><see-other-host xmlns='");
+        self.write_buf.push_str(ns::STREAM_ERRORS);
+        self.write_buf.push_str("'>");
+        self.write_buf.push_str(&escape_text(addr));
+        self.write_buf.push_str("</see-other-host></stream:error>");
+        self.close().await;
+    }
+
     /// Sends `</stream:stream>` and shuts the transport down.
     pub async fn close(&mut self) {
         if self.broken {

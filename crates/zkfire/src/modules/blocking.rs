@@ -214,8 +214,14 @@ async fn read_roster(server: &Server, node: &str) -> Vec<RosterItem> {
     }
 }
 
-/// Replaces the in-memory copy of the list, if the server keeps one.
+/// Replaces the in-memory copy of the list, if the server keeps one, and
+/// tells the other nodes of a cluster to drop theirs.
 async fn refresh_cache(server: &Server, node: &str, bare: &str) {
+    if let Some(cluster) = &server.cluster {
+        cluster.broadcast(&crate::cluster::protocol::BusMessage::BlocklistChanged {
+            bare_jid: bare.to_string(),
+        });
+    }
     if !server.blocklists.contains_key(bare) {
         return;
     }

@@ -76,6 +76,12 @@ pub async fn store_or_bounce(server: &Arc<Server>, mut stanza: Element, bare: &s
             if let Some(session) = available {
                 deliver_stored(server, &session).await;
             }
+            if let Some(cluster) = &server.cluster {
+                // The account may be logging in on another node right now.
+                cluster.broadcast(&crate::cluster::protocol::BusMessage::OfflineStored {
+                    bare_jid: bare.to_string(),
+                });
+            }
         }
         Ok(false) => {
             let error = StanzaError::service_unavailable()

@@ -135,6 +135,9 @@ async fn broadcast(
         priority,
         last: available.then(|| stanza.clone()),
     });
+    if let Some(cluster) = &server.cluster {
+        cluster.announce(session);
+    }
     state.available = available;
     let items = roster_items(server, &session.bare_jid).await;
     for item in items.iter().filter(|i| has_from(i)) {
@@ -480,5 +483,35 @@ fn deliver_to_available(server: &Server, user: &str, stanza: &Element) {
         .filter(|s| s.is_available())
     {
         let _ = s.deliver(stanza.clone());
+    }
+}
+
+/// A resource on another node vanished without its own unavailable presence
+/// (its node died or lost its bus): the user's resources and contacts
+/// connected to this node get it from here. Each node does this for its own
+/// sessions only, so nobody gets it twice.
+pub async fn resource_vanished(server: &Arc<Server>, full_jid: &str, bare: &str) {
+    let unavailable = Element::new("presence", ns::CLIENT)
+        .with_attr("type", "unavailable")
+        .with_attr("from", full_jid);
+    for s in server.directory.local_resources(bare) {
+        if s.is_available() {
+            let mut p = unavailable.clone();
+            p.set_attr("to", s.full_jid.clone());
+            let _ = s.deliver(p);
+        }
+    }
+    for item in roster_items(server, bare)
+        .await
+        .iter()
+        .filter(|i| has_from(i))
+    {
+        for s in server.directory.local_resources(&item.jid) {
+            if s.is_available() {
+                let mut p = unavailable.clone();
+                p.set_attr("to", s.full_jid.clone());
+                let _ = s.deliver(p);
+            }
+        }
     }
 }

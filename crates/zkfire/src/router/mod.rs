@@ -27,6 +27,7 @@ pub fn route<'a>(
 }
 
 async fn route_now(server: &Arc<Server>, stanza: Element) {
+    tracing::trace!(stanza = %stanza.to_xml(), "route");
     let Some(kind) = Kind::of(&stanza) else {
         return;
     };

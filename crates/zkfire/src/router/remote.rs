@@ -7,9 +7,10 @@ use zkfire_xml::Element;
 
 /// How the router reaches other nodes. The cluster layer implements it.
 pub trait RemoteLink: Send + Sync {
-    /// Sends a stanza for `to_full` to the node that holds it; gives it back
+    /// Hands a stanza to the resource `full_jid` on the node that holds it
+    /// (routing was decided here; that node only delivers); gives it back
     /// when that node cannot be reached now.
-    fn deliver(&self, node_id: &str, stanza: Element) -> Result<(), Element>;
+    fn deliver(&self, node_id: &str, full_jid: &str, stanza: Element) -> Result<(), Element>;
     /// Asks the node to end a session with a stream error.
     fn close(&self, node_id: &str, full_jid: &str, condition: &'static str);
 }
@@ -20,6 +21,8 @@ pub struct RemoteSession {
     pub full_jid: String,
     pub bare_jid: String,
     pub resource: String,
+    /// When its node bound it (milliseconds since the Unix epoch).
+    pub bound_at: u64,
     presence: Mutex<PresenceState>,
     link: Arc<dyn RemoteLink>,
 }
@@ -30,6 +33,7 @@ impl RemoteSession {
         full_jid: &str,
         presence: PresenceState,
         link: Arc<dyn RemoteLink>,
+        bound_at: u64,
     ) -> Option<Self> {
         let (bare, resource) = full_jid.split_once('/')?;
         Some(RemoteSession {
@@ -37,6 +41,7 @@ impl RemoteSession {
             full_jid: full_jid.to_string(),
             bare_jid: bare.to_string(),
             resource: resource.to_string(),
+            bound_at,
             presence: Mutex::new(presence),
             link,
         })
@@ -47,7 +52,7 @@ impl RemoteSession {
     }
 
     pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
-        self.link.deliver(&self.node_id, stanza)
+        self.link.deliver(&self.node_id, &self.full_jid, stanza)
     }
 
     pub fn close(&self, condition: &'static str) {

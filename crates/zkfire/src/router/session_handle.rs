@@ -36,6 +36,8 @@ pub struct LocalSession {
     pub full_jid: String,
     pub bare_jid: String,
     pub resource: String,
+    /// When it was bound (milliseconds since the Unix epoch).
+    pub bound_at: u64,
     tx: mpsc::UnboundedSender<SessionCommand>,
     /// Stanzas queued and not yet taken by the session task.
     queued: Arc<AtomicUsize>,
@@ -56,6 +58,10 @@ impl LocalSession {
             full_jid: format!("{bare_jid}/{resource}"),
             bare_jid: bare_jid.to_string(),
             resource: resource.to_string(),
+            bound_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             tx,
             queued: queued.clone(),
             max_queued,

@@ -1,0 +1,231 @@
+//! What other nodes tell this one: applied in the order each peer sent it,
+//! by one dispatcher task, so the bus reader never waits on the router.
+
+use super::bus::{BusHandler, PeerInfo};
+use super::link::state_of;
+use super::protocol::{BusMessage, SessionState};
+use crate::modules::{offline, presence};
+use crate::router::remote::RemoteSession;
+use crate::router::session_handle::{PresenceState, SessionCommand};
+use crate::server::Server;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+pub enum InboundEvent {
+    Frame(PeerInfo, Vec<u8>),
+    PeerUp(PeerInfo),
+    /// What this node sent a peer that left before acknowledging it.
+    Undelivered(PeerInfo, Vec<Vec<u8>>),
+}
+
+/// The bus handler: queues what arrives for the dispatcher.
+pub struct Inbound {
+    tx: mpsc::UnboundedSender<InboundEvent>,
+}
+
+impl Inbound {
+    pub fn new() -> (Arc<Inbound>, mpsc::UnboundedReceiver<InboundEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(Inbound { tx }), rx)
+    }
+}
+
+impl BusHandler for Inbound {
+    fn on_frame(&self, from: &PeerInfo, payload: Vec<u8>) {
+        let _ = self.tx.send(InboundEvent::Frame(from.clone(), payload));
+    }
+
+    fn on_peer_up(&self, peer: &PeerInfo) {
+        tracing::info!(peer = %peer.node_id, incarnation = peer.incarnation, "cluster peer connected");
+        let _ = self.tx.send(InboundEvent::PeerUp(peer.clone()));
+    }
+
+    fn on_peer_down(&self, peer: &PeerInfo) {
+        tracing::info!(peer = %peer.node_id, "cluster peer disconnected");
+    }
+
+    fn on_undelivered(&self, peer: &PeerInfo, payloads: Vec<Vec<u8>>) {
+        let _ = self
+            .tx
+            .send(InboundEvent::Undelivered(peer.clone(), payloads));
+    }
+}
+
+/// Applies inbound events until the channel closes.
+pub async fn dispatch(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<InboundEvent>) {
+    while let Some(event) = rx.recv().await {
+        match event {
+            InboundEvent::PeerUp(peer) => send_snapshot(&server, &peer),
+            InboundEvent::Undelivered(peer, payloads) => {
+                reroute_undelivered(&server, &peer, payloads).await
+            }
+            InboundEvent::Frame(peer, bytes) => match BusMessage::decode(&bytes) {
+                Ok(message) => {
+                    tracing::trace!(peer = %peer.node_id, ?message, "from peer");
+                    apply(&server, &peer, message).await
+                }
+                Err(e) => tracing::warn!(peer = %peer.node_id, "undecodable cluster message: {e}"),
+            },
+        }
+    }
+}
+
+/// Stanzas a departed peer never acknowledged go through the router again:
+/// its sessions are gone from the directory by now, so messages reach
+/// another resource or offline storage instead of being lost with the node.
+async fn reroute_undelivered(server: &Arc<Server>, peer: &PeerInfo, payloads: Vec<Vec<u8>>) {
+    let mut count = 0;
+    for bytes in payloads {
+        if let Ok(BusMessage::Stanza { xml, .. }) = BusMessage::decode(&bytes) {
+            if let Ok(stanza) = zkfire_xml::parse_element(&xml) {
+                count += 1;
+                crate::c2s::session::reroute(server, stanza).await;
+            }
+        }
+    }
+    if count > 0 {
+        tracing::info!(peer = %peer.node_id, count, "rerouted stanzas a departed peer did not acknowledge");
+    }
+}
+
+fn send_snapshot(server: &Server, peer: &PeerInfo) {
+    let Some(link) = &server.cluster else { return };
+    let sessions = server
+        .directory
+        .all_local()
+        .iter()
+        .map(|s| state_of(s))
+        .collect();
+    if !link.send(&peer.node_id, &BusMessage::Snapshot { sessions }) {
+        tracing::warn!(peer = %peer.node_id, "could not send the session snapshot");
+    }
+}
+
+fn remote_session(
+    server: &Server,
+    node_id: &str,
+    state: &SessionState,
+) -> Option<Arc<RemoteSession>> {
+    let link = server.cluster.clone()?;
+    let presence = PresenceState {
+        available: state.available,
+        priority: state.priority,
+        last: state
+            .presence
+            .as_deref()
+            .and_then(|x| zkfire_xml::parse_element(x).ok()),
+    };
+    RemoteSession::new(node_id, &state.full_jid, presence, link, state.bound_at).map(Arc::new)
+}
+
+async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
+    match message {
+        BusMessage::Snapshot { sessions } => {
+            let before = server.directory.drop_node(&peer.node_id);
+            for state in &sessions {
+                if let Some(s) = remote_session(server, &peer.node_id, state) {
+                    server.directory.upsert_remote(s);
+                }
+            }
+            // Sessions that ended while the bus was down: their presence
+            // never arrived, so it is owed now.
+            for old in before {
+                let still = sessions.iter().any(|s| s.full_jid == old.full_jid);
+                if !still && old.presence().available {
+                    presence::resource_vanished(server, &old.full_jid, &old.bare_jid).await;
+                }
+            }
+        }
+        BusMessage::Session(state) => {
+            let Some(remote) = remote_session(server, &peer.node_id, &state) else {
+                return;
+            };
+            if let Some(local) = server
+                .directory
+                .local_resources(&remote.bare_jid)
+                .into_iter()
+                .find(|s| s.resource == remote.resource)
+            {
+                // The same full JID on two nodes: the newer login wins (RFC 6120 7.7.2.2).
+                if local.bound_at <= state.bound_at {
+                    local.command(SessionCommand::Close("conflict"));
+                } else {
+                    remote.close("conflict");
+                }
+            }
+            server.directory.upsert_remote(remote);
+        }
+        BusMessage::SessionGone { full_jid } => {
+            if let Some((bare, resource)) = full_jid.split_once('/') {
+                server
+                    .directory
+                    .remove_remote(bare, resource, &peer.node_id);
+            }
+        }
+        BusMessage::Stanza { to, xml } => match zkfire_xml::parse_element(&xml) {
+            Ok(stanza) => deliver_here(server, &to, stanza).await,
+            Err(e) => tracing::warn!(peer = %peer.node_id, "unreadable stanza from peer: {e}"),
+        },
+        BusMessage::Close {
+            full_jid,
+            condition,
+        } => {
+            if let Some((bare, resource)) = full_jid.split_once('/') {
+                for s in server.directory.local_resources(bare) {
+                    if s.resource == resource {
+                        s.command(SessionCommand::Close(static_condition(&condition)));
+                    }
+                }
+            }
+        }
+        BusMessage::OfflineStored { bare_jid } => {
+            let available = server
+                .directory
+                .local_resources(&bare_jid)
+                .into_iter()
+                .find(|s| {
+                    let p = s.presence();
+                    p.available && p.priority >= 0
+                });
+            if let Some(session) = available {
+                offline::deliver_stored(server, &session).await;
+            }
+        }
+        BusMessage::BlocklistChanged { bare_jid } => {
+            server.blocklists.remove(&bare_jid);
+        }
+    }
+}
+
+/// A stanza another node routed to a resource of this one. When that
+/// resource is gone, it is treated as absent: messages and requests go
+/// through the router again from here (another resource, offline storage,
+/// or an error), the rest is dropped as for any resource that went away.
+async fn deliver_here(server: &Arc<Server>, to: &str, stanza: zkfire_xml::Element) {
+    let Some((bare, resource)) = to.split_once('/') else {
+        return;
+    };
+    let local = server
+        .directory
+        .local_resources(bare)
+        .into_iter()
+        .find(|s| s.resource == resource);
+    let stanza = match local {
+        Some(s) => match s.deliver(stanza) {
+            Ok(()) => return,
+            Err(back) => back,
+        },
+        None => stanza,
+    };
+    crate::c2s::session::reroute(server, stanza).await;
+}
+
+fn static_condition(condition: &str) -> &'static str {
+    match condition {
+        "conflict" => "conflict",
+        "not-authorized" => "not-authorized",
+        "system-shutdown" => "system-shutdown",
+        "policy-violation" => "policy-violation",
+        _ => "undefined-condition",
+    }
+}

@@ -1,0 +1,284 @@
+//! Membership through ZooKeeper (DESIGN.md, cluster points 1, 2 and 10).
+//!
+//! A node is a member while its ephemeral znode `<root>/nodes/<node_id>`
+//! exists; the znode's creation zxid is the node's incarnation. A watch on
+//! `<root>/nodes` keeps the view current. While ZooKeeper cannot be reached
+//! the last view stays in force; when the session expires the node is no
+//! longer a member and says so (`Event::Lost`), then joins again as a new
+//! incarnation.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zk;
+
+/// How often a member refreshes what its znode says (session count).
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// What a member's znode holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeData {
+    /// Where its cluster bus listens.
+    pub bus: SocketAddr,
+    /// Where its clients connect (`host:port`), for `see-other-host`.
+    pub client_address: Option<String>,
+    /// Unix seconds when the node started.
+    pub started_at: i64,
+    /// Client sessions bound on it, refreshed every few seconds.
+    pub sessions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node_id: String,
+    pub incarnation: i64,
+    pub data: NodeData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This node's znode exists, as this incarnation.
+    Joined { incarnation: i64 },
+    /// The members now (this node included).
+    Members(Vec<Member>),
+    /// The ZooKeeper session expired: this node is no longer a member.
+    Lost,
+}
+
+#[derive(Clone)]
+pub struct MembershipConfig {
+    pub connect: String,
+    pub root: String,
+    pub session_timeout: Duration,
+    /// `user:password` for digest authentication and creator-only ACLs.
+    pub digest: Option<String>,
+    pub node_id: String,
+    pub data: NodeData,
+}
+
+pub fn nodes_path(root: &str) -> String {
+    format!("{root}/nodes")
+}
+
+/// Connects with the configured timeout and credentials.
+pub async fn connect(config: &MembershipConfig) -> Result<zk::Client, zk::Error> {
+    let mut connector = zk::Client::connector()
+        .with_session_timeout(config.session_timeout)
+        .with_connection_timeout(config.session_timeout);
+    if let Some(digest) = &config.digest {
+        connector = connector.with_auth("digest", digest.as_bytes());
+    }
+    connector.connect(&config.connect).await
+}
+
+fn acls(config: &MembershipConfig) -> zk::Acls<'static> {
+    if config.digest.is_some() {
+        zk::Acls::creator_all()
+    } else {
+        zk::Acls::anyone_all()
+    }
+}
+
+/// Reads the current members.
+pub async fn read_members(client: &zk::Client, root: &str) -> Result<Vec<Member>, zk::Error> {
+    let children = client.list_children(&nodes_path(root)).await?;
+    Ok(members_of(client, root, children).await)
+}
+
+async fn members_of(client: &zk::Client, root: &str, children: Vec<String>) -> Vec<Member> {
+    let mut members = Vec::new();
+    for node_id in children {
+        let path = format!("{}/{node_id}", nodes_path(root));
+        match client.get_data(&path).await {
+            Ok((bytes, stat)) => match serde_json::from_slice::<NodeData>(&bytes) {
+                Ok(data) => members.push(Member {
+                    node_id,
+                    incarnation: stat.czxid,
+                    data,
+                }),
+                Err(e) => tracing::warn!(node = %node_id, "unreadable member znode: {e}"),
+            },
+            Err(zk::Error::NoNode) => {} // left between the listing and the read
+            Err(e) => tracing::warn!(node = %node_id, "cannot read member znode: {e}"),
+        }
+    }
+    members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    members
+}
+
+/// Runs membership until `shutdown`; events go to the returned channel.
+/// `sessions` tells how many client sessions this node has.
+pub fn spawn(
+    config: MembershipConfig,
+    sessions: Arc<dyn Fn() -> usize + Send + Sync>,
+    shutdown: CancellationToken,
+) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match run_session(&config, &sessions, &tx, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("ZooKeeper: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// One ZooKeeper session: join, watch, until it expires (Err) or shutdown (Ok).
+async fn run_session(
+    config: &MembershipConfig,
+    sessions: &Arc<dyn Fn() -> usize + Send + Sync>,
+    tx: &mpsc::UnboundedSender<Event>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let client = tokio::select! {
+        c = connect(config) => c.map_err(|e| format!("cannot connect to {}: {e}", config.connect))?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let nodes = nodes_path(&config.root);
+    let options = zk::CreateMode::Persistent.with_acls(acls(config));
+    match client.mkdir(&nodes, &options).await {
+        Ok(()) | Err(zk::Error::NodeExists) => {}
+        Err(e) => return Err(format!("cannot create {nodes}: {e}")),
+    }
+    let own = format!("{nodes}/{}", config.node_id);
+    let mut data = config.data.clone();
+    let incarnation = create_own_znode(&client, config, &own, &data).await?;
+    tracing::info!(node = %config.node_id, incarnation, "joined the cluster");
+    let _ = tx.send(Event::Joined { incarnation });
+    let mut state = client.state_watcher();
+    let mut refresh = tokio::time::interval(REFRESH);
+    loop {
+        let (children, watcher) = match client.list_and_watch_children(&nodes).await {
+            Ok(r) => r,
+            Err(zk::Error::SessionExpired) | Err(zk::Error::ClientClosed) => {
+                let _ = tx.send(Event::Lost);
+                return Err("the ZooKeeper session expired".into());
+            }
+            Err(e) => {
+                // Disconnected: keep the last view and wait for the session to come back.
+                tracing::debug!("ZooKeeper listing failed: {e}");
+                match wait_state(&mut state, shutdown).await {
+                    StateOutcome::Usable => continue,
+                    StateOutcome::Gone => {
+                        let _ = tx.send(Event::Lost);
+                        return Err("the ZooKeeper session ended".into());
+                    }
+                    StateOutcome::Shutdown => return leave(&client, &own).await,
+                }
+            }
+        };
+        let _ = tx.send(Event::Members(
+            members_of(&client, &config.root, children).await,
+        ));
+        let changed = watcher.changed();
+        tokio::pin!(changed);
+        loop {
+            tokio::select! {
+                _ = &mut changed => break,
+                s = state.changed() => {
+                    if s.is_terminated() {
+                        let _ = tx.send(Event::Lost);
+                        return Err(format!("the ZooKeeper session ended ({s:?})"));
+                    }
+                    if s == zk::SessionState::SyncConnected {
+                        break; // reconnected: read the view again
+                    }
+                }
+                _ = refresh.tick() => {
+                    let count = sessions();
+                    if count != data.sessions {
+                        data.sessions = count;
+                        let bytes = serde_json::to_vec(&data).unwrap_or_default();
+                        if let Err(e) = client.set_data(&own, &bytes, None).await {
+                            tracing::debug!("cannot refresh member znode: {e}");
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => return leave(&client, &own).await,
+            }
+        }
+    }
+}
+
+enum StateOutcome {
+    Usable,
+    Gone,
+    Shutdown,
+}
+
+async fn wait_state(state: &mut zk::StateWatcher, shutdown: &CancellationToken) -> StateOutcome {
+    loop {
+        tokio::select! {
+            s = state.changed() => {
+                if s.is_terminated() {
+                    return StateOutcome::Gone;
+                }
+                if s == zk::SessionState::SyncConnected {
+                    return StateOutcome::Usable;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if state.peek_state() == zk::SessionState::SyncConnected {
+                    return StateOutcome::Usable;
+                }
+            }
+            _ = shutdown.cancelled() => return StateOutcome::Shutdown,
+        }
+    }
+}
+
+/// A clean leave: the znode goes at once, so peers need not wait for the
+/// session to time out.
+async fn leave(client: &zk::Client, own: &str) -> Result<(), String> {
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.delete(own, None)).await;
+    tracing::info!("left the cluster");
+    Ok(())
+}
+
+/// Creates this node's ephemeral znode and returns its creation zxid. A
+/// znode left by this node's previous incarnation (a crash and a quick
+/// restart) is waited out for one session timeout, then removed: the node id
+/// is this node's.
+async fn create_own_znode(
+    client: &zk::Client,
+    config: &MembershipConfig,
+    own: &str,
+    data: &NodeData,
+) -> Result<i64, String> {
+    let bytes = serde_json::to_vec(data).map_err(|e| e.to_string())?;
+    let options = zk::CreateMode::Ephemeral.with_acls(acls(config));
+    let deadline = tokio::time::Instant::now() + config.session_timeout;
+    loop {
+        match client.create(own, &bytes, &options).await {
+            Ok((stat, _)) => return Ok(stat.czxid),
+            Err(zk::Error::NodeExists) => {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        znode = own,
+                        "removing the znode of an earlier incarnation of this node"
+                    );
+                    match client.delete(own, None).await {
+                        Ok(()) | Err(zk::Error::NoNode) => {}
+                        Err(e) => return Err(format!("cannot remove stale {own}: {e}")),
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            Err(e) => return Err(format!("cannot create {own}: {e}")),
+        }
+    }
+}

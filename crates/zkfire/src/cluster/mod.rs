@@ -1,0 +1,12 @@
+//! Several nodes serving one domain (DESIGN.md, "Cluster"): membership
+//! through ZooKeeper, the cluster bus between nodes, and what travels on it.
+
+pub mod bus;
+pub mod inbound;
+pub mod link;
+pub mod membership;
+pub mod node;
+pub mod protocol;
+pub mod status;
+pub mod tls;
+pub mod zk_managed;

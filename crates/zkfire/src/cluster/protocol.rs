@@ -1,0 +1,65 @@
+//! The messages nodes exchange over the cluster bus. The bus authenticates
+//! peers and keeps order; these are its payloads, as JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// What a node announces about one of its sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub full_jid: String,
+    pub available: bool,
+    pub priority: i8,
+    /// The last available presence, serialized (answers probes on other nodes).
+    pub presence: Option<String>,
+    /// When the resource was bound, in milliseconds since the Unix epoch: the
+    /// newer of two logins with the same full JID wins.
+    pub bound_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum BusMessage {
+    /// All sessions of the sender, replacing whatever the receiver had from it.
+    Snapshot { sessions: Vec<SessionState> },
+    /// A session of the sender was bound or changed its presence.
+    Session(SessionState),
+    /// A session of the sender ended.
+    SessionGone { full_jid: String },
+    /// A stanza for the resource `to` on the receiver, which the sender has
+    /// already routed: the receiver hands it to that resource, or, when the
+    /// resource is gone, applies the rules for an absent resource.
+    Stanza { to: String, xml: String },
+    /// End this session of the receiver with a stream error.
+    Close { full_jid: String, condition: String },
+    /// A message was stored offline for this account: a session of it that
+    /// became available meanwhile should look at the store again.
+    OfflineStored { bare_jid: String },
+    /// This account's blocklist changed: drop any cached copy.
+    BlocklistChanged { bare_jid: String },
+}
+
+impl BusMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<BusMessage, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m = BusMessage::Stanza {
+            to: "a@b/c".into(),
+            xml: "<message xmlns='jabber:client'/>".into(),
+        };
+        assert_eq!(BusMessage::decode(&m.encode()).unwrap(), m);
+        assert!(BusMessage::decode(b"{\"t\":\"nonsense\"}").is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! Three nodes serving one domain: chat, presence, offline messages and
+//! conflicts across nodes, and what a node's death or departure does.
+
+mod common;
+use common::client::Closed;
+use common::cluster::{TestCluster, SESSION_TIMEOUT_MS};
+use common::Client;
+use std::time::{Duration, Instant};
+use zkfire_xml::{ns, Element};
+
+fn body(e: &Element) -> Option<String> {
+    e.child_text("body", ns::CLIENT)
+}
+
+fn presence_from<'a>(from: &'a str, ptype: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == ptype
+}
+
+async fn befriend(a: &mut Client, b: &mut Client) {
+    a.send("<presence to='bob@localhost' type='subscribe'/>")
+        .await;
+    b.next_matching(presence_from("alice@localhost", Some("subscribe")))
+        .await;
+    b.send("<presence to='alice@localhost' type='subscribed'/>")
+        .await;
+    a.next_matching(presence_from("bob@localhost", Some("subscribed")))
+        .await;
+    b.send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    a.next_matching(presence_from("bob@localhost", Some("subscribe")))
+        .await;
+    a.send("<presence to='bob@localhost' type='subscribed'/>")
+        .await;
+    b.next_matching(presence_from("alice@localhost", Some("subscribed")))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_presence_and_offline_across_nodes() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_connected();
+    cluster.add_user("alice", "pw");
+    cluster.add_user("bob", "pw");
+    let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
+    let mut b = Client::login(cluster.node(1), "bob", "pw", "b").await;
+    a.available().await;
+    b.available().await;
+    befriend(&mut a, &mut b).await;
+    a.send("<message to='bob@localhost' type='chat'><body>from node 1</body></message>")
+        .await;
+    let m = b.next_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("from node 1"));
+    assert_eq!(m.attr("from"), Some("alice@localhost/a"));
+    b.send("<message to='alice@localhost/a' type='chat'><body>from node 2</body></message>")
+        .await;
+    let m = a.next_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("from node 2"));
+    // Presence changes cross nodes too.
+    b.send("<presence><status>on node 2</status></presence>")
+        .await;
+    let p = a
+        .next_matching(presence_from("bob@localhost/b", None))
+        .await;
+    assert_eq!(
+        p.child_text("status", ns::CLIENT).as_deref(),
+        Some("on node 2")
+    );
+    // Bob leaves; alice on node 1 sees it; a message waits offline and comes
+    // to bob when he logs in on node 3.
+    b.send("</stream:stream>").await;
+    a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
+        .await;
+    a.send("<message to='bob@localhost' type='chat'><body>while away</body></message>")
+        .await;
+    a.iq(
+        "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "p",
+    )
+    .await;
+    let mut b3 = Client::login(cluster.node(2), "bob", "pw", "b3").await;
+    b3.send("<presence/>").await;
+    // The stored message, and alice's presence (node 1 answers the probe), in any order.
+    let alice_seen = presence_from("alice@localhost/a", None);
+    let (mut message, mut presence) = (None, false);
+    while message.is_none() || !presence {
+        let e = b3
+            .next_matching(|e| e.name() == "message" || alice_seen(e))
+            .await;
+        if e.name() == "message" {
+            message = Some(e);
+        } else {
+            presence = true;
+        }
+    }
+    let m = message.unwrap_or_else(|| unreachable!());
+    assert_eq!(body(&m).as_deref(), Some("while away"));
+    assert!(m.child("delay", ns::DELAY).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_user_on_two_nodes() {
+    let cluster = TestCluster::start(2);
+    cluster.wait_connected();
+    cluster.add_user("alice", "pw");
+    cluster.add_user("bob", "pw");
+    let mut b1 = Client::login(cluster.node(0), "bob", "pw", "one").await;
+    let mut b2 = Client::login(cluster.node(1), "bob", "pw", "two").await;
+    b1.send("<presence><priority>1</priority></presence>").await;
+    b2.send("<presence><priority>5</priority></presence>").await;
+    // Each resource sees the other's presence.
+    b1.next_matching(presence_from("bob@localhost/two", None))
+        .await;
+    let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
+    a.send("<message to='bob@localhost' type='chat'><body>to the best</body></message>")
+        .await;
+    let m = b2.next_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("to the best"));
+    let other = b1
+        .none_within(Duration::from_millis(300), |e| e.name() == "message")
+        .await;
+    assert!(other.is_ok(), "lower priority got it: {other:?}");
+    // A roster change on one node is pushed to the resource on the other.
+    b1.send("<iq type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query></iq>").await;
+    let push = b2
+        .next_matching(|e| e.name() == "iq" && e.attr("type") == Some("set"))
+        .await;
+    assert!(push.child("query", ns::ROSTER).is_some());
+    // The same full JID logging in on the other node replaces the older one.
+    let _again = Client::login(cluster.node(0), "bob", "pw", "two").await;
+    assert_eq!(b2.closed().await, Closed::Error("conflict".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_node_users_go_offline_for_their_contacts() {
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_connected();
+    cluster.add_user("alice", "pw");
+    cluster.add_user("bob", "pw");
+    let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
+    let mut b = Client::login(cluster.node(1), "bob", "pw", "b").await;
+    a.available().await;
+    b.available().await;
+    befriend(&mut a, &mut b).await;
+    let killed = Instant::now();
+    cluster.node_mut(1).kill();
+    a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
+        .await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(SESSION_TIMEOUT_MS + 2000),
+        "unavailable presence after {took:?}"
+    );
+    // Messages to bob now wait offline, and reach him on another node.
+    a.send("<message to='bob@localhost' type='chat'><body>are you there</body></message>")
+        .await;
+    a.iq(
+        "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "p",
+    )
+    .await;
+    let mut b3 = Client::login(cluster.node(2), "bob", "pw", "b3").await;
+    b3.send("<presence/>").await;
+    let m = b3.next_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("are you there"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_with_wrong_secret_is_refused() {
+    let mut cluster = TestCluster::start(1);
+    let intruder = cluster.start_node_with(1, "not-the-cluster-secret!!");
+    cluster.nodes.push(Some(intruder));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cluster
+        .node(0)
+        .log()
+        .contains("does not know the cluster secret")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            cluster.node(0).log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!cluster.node(0).log().contains("cluster peer connected"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_stop_is_a_clean_leave() {
+    let mut cluster = TestCluster::start(2);
+    cluster.wait_connected();
+    cluster.add_user("alice", "pw");
+    cluster.add_user("bob", "pw");
+    let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
+    let mut b = Client::login(cluster.node(1), "bob", "pw", "b").await;
+    a.available().await;
+    b.available().await;
+    befriend(&mut a, &mut b).await;
+    assert!(cluster.node_mut(1).stop(), "clean exit");
+    a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
+        .await;
+    match b.closed().await {
+        Closed::Error(c) => assert!(c == "see-other-host" || c == "system-shutdown", "{c}"),
+        Closed::Clean => panic!("no stream error at shutdown"),
+    }
+}

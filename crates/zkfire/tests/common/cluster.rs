@@ -1,0 +1,97 @@
+//! A local cluster for tests: a private ZooKeeper and PostgreSQL, and
+//! several zkfire nodes on free loopback ports sharing them.
+
+use super::TestServer;
+use std::sync::Arc;
+use std::time::Duration;
+use zkfire_testkit::ports::free_port;
+use zkfire_testkit::postgres::PostgresInstance;
+use zkfire_testkit::zookeeper::ZooKeeper;
+
+pub const SECRET: &str = "a-cluster-secret-for-tests";
+pub const SESSION_TIMEOUT_MS: u64 = 4000;
+
+pub struct TestCluster {
+    pub zk: ZooKeeper,
+    pub pg: Arc<PostgresInstance>,
+    pub db_url: String,
+    pub root: String,
+    pub nodes: Vec<Option<TestServer>>,
+}
+
+impl TestCluster {
+    pub fn start(n: usize) -> TestCluster {
+        let zk = ZooKeeper::standalone().expect("ZooKeeper (Debian package zookeeper)");
+        let pg = PostgresInstance::shared().expect("PostgreSQL (Debian package postgresql)");
+        let db_url = pg.fresh_database().expect("database");
+        let root = format!("/zkfire-test-{}", free_port());
+        let mut cluster = TestCluster {
+            zk,
+            pg,
+            db_url,
+            root,
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = cluster.start_node_with(i, SECRET);
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    /// Starts node `i` (a new process) with the given secret.
+    pub fn start_node_with(&self, i: usize, secret: &str) -> TestServer {
+        let listen = format!("listen = \"127.0.0.1:{}\"", free_port());
+        let node_id = format!("node_id = \"n{}\"", i + 1);
+        let secret = format!("secret = \"{secret}\"");
+        let url = format!("url = \"{}\"", self.db_url);
+        let connect = format!("connect = \"{}\"", self.zk.connect_string());
+        let root = format!("root = \"{}\"", self.root);
+        let timeout = format!("session_timeout_ms = {SESSION_TIMEOUT_MS}");
+        let server = TestServer::with_config(&[
+            ("cluster", "enabled = true"),
+            ("cluster", &node_id),
+            ("cluster", &listen),
+            ("cluster", &secret),
+            ("cluster", "heartbeat_ms = 300"),
+            ("server", "log_level = \"info,zkfire=trace\""),
+            ("storage", &url),
+            ("zookeeper", &connect),
+            ("zookeeper", &root),
+            ("zookeeper", &timeout),
+        ]);
+        server.wait_log("serving as a cluster member", Duration::from_secs(30));
+        server
+    }
+
+    pub fn node(&self, i: usize) -> &TestServer {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut TestServer {
+        self.nodes[i].as_mut().expect("node is running")
+    }
+
+    /// Accounts live in the shared database: any node's CLI creates them.
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.node(0).add_user(name, password);
+    }
+
+    /// Waits until every running node's log says it is connected to `peers` peers.
+    pub fn wait_connected(&self) {
+        let running: Vec<&TestServer> = self.nodes.iter().flatten().collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for node in &running {
+            loop {
+                let ups = node.log().matches("cluster peer connected").count();
+                if ups >= running.len() - 1 {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    panic!("node not connected to its peers:\n{}", node.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
