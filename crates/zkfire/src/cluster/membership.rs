@@ -158,26 +158,33 @@ async fn run_session(
     let incarnation = create_own_znode(&client, config, &own, &data).await?;
     tracing::info!(node = %config.node_id, incarnation, "joined the cluster");
     let _ = tx.send(Event::Joined { incarnation });
+    let mut client = client;
     let mut state = client.state_watcher();
     let mut refresh = tokio::time::interval(REFRESH);
     loop {
-        let (children, watcher) = match client.list_and_watch_children(&nodes).await {
-            Ok(r) => r,
-            Err(zk::Error::SessionExpired) | Err(zk::Error::ClientClosed) => {
-                let _ = tx.send(Event::Lost);
-                return Err("the ZooKeeper session expired".into());
-            }
+        let listed = match client.list_and_watch_children(&nodes).await {
+            Ok(r) => Some(r),
             Err(e) => {
-                // Disconnected: keep the last view and wait for the session to come back.
                 tracing::debug!("ZooKeeper listing failed: {e}");
-                match wait_state(&mut state, shutdown).await {
-                    StateOutcome::Usable => continue,
-                    StateOutcome::Gone => {
-                        let _ = tx.send(Event::Lost);
-                        return Err("the ZooKeeper session ended".into());
+                None
+            }
+        };
+        let Some((children, watcher)) = listed else {
+            match wait_state(&mut state, shutdown).await {
+                StateOutcome::Usable => continue,
+                StateOutcome::Shutdown => return leave(&client, &own).await,
+                StateOutcome::Gone => match resume(config, &client, shutdown).await {
+                    Resumed::Same(c) => {
+                        client = c;
+                        state = client.state_watcher();
+                        continue;
                     }
-                    StateOutcome::Shutdown => return leave(&client, &own).await,
-                }
+                    Resumed::Expired => {
+                        let _ = tx.send(Event::Lost);
+                        return Err("the ZooKeeper session expired".into());
+                    }
+                    Resumed::Shutdown => return Ok(()),
+                },
             }
         };
         let _ = tx.send(Event::Members(
@@ -190,8 +197,18 @@ async fn run_session(
                 _ = &mut changed => break,
                 s = state.changed() => {
                     if s.is_terminated() {
-                        let _ = tx.send(Event::Lost);
-                        return Err(format!("the ZooKeeper session ended ({s:?})"));
+                        match resume(config, &client, shutdown).await {
+                            Resumed::Same(c) => {
+                                client = c;
+                                state = client.state_watcher();
+                                break;
+                            }
+                            Resumed::Expired => {
+                                let _ = tx.send(Event::Lost);
+                                return Err(format!("the ZooKeeper session ended ({s:?})"));
+                            }
+                            Resumed::Shutdown => return Ok(()),
+                        }
                     }
                     if s == zk::SessionState::SyncConnected {
                         break; // reconnected: read the view again
@@ -208,6 +225,64 @@ async fn run_session(
                     }
                 }
                 _ = shutdown.cancelled() => return leave(&client, &own).await,
+            }
+        }
+    }
+}
+
+enum Resumed {
+    /// The same session, so the same incarnation: nothing changed for peers.
+    Same(zk::Client),
+    /// ZooKeeper says the session is gone: this node is no longer a member.
+    Expired,
+    Shutdown,
+}
+
+/// The client gave up on its session. That may only mean ZooKeeper could not
+/// be reached in time (the whole ensemble down, DESIGN.md cluster point 10):
+/// the node goes on serving with the membership it last saw and keeps
+/// trying to take the same session up again. Only ZooKeeper's own word
+/// that the session expired ends the membership.
+async fn resume(
+    config: &MembershipConfig,
+    old: &zk::Client,
+    shutdown: &CancellationToken,
+) -> Resumed {
+    let session = old.session().clone();
+    let mut backoff = Duration::from_millis(200);
+    let mut logged = false;
+    loop {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(config.session_timeout)
+            .with_session(session.clone());
+        if let Some(digest) = &config.digest {
+            connector = connector.with_auth("digest", digest.as_bytes());
+        }
+        let attempt = tokio::select! {
+            r = connector.connect(&config.connect) => r,
+            _ = shutdown.cancelled() => return Resumed::Shutdown,
+        };
+        match attempt {
+            Ok(client) => {
+                tracing::info!(
+                    "ZooKeeper reachable again; the session and membership are unchanged"
+                );
+                return Resumed::Same(client);
+            }
+            Err(zk::Error::SessionExpired) => return Resumed::Expired,
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(
+                        "ZooKeeper cannot be reached ({e}); serving with the last known membership"
+                    );
+                    logged = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return Resumed::Shutdown,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }

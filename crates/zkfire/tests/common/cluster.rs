@@ -6,13 +6,35 @@ use std::sync::Arc;
 use std::time::Duration;
 use zkfire_testkit::ports::free_port;
 use zkfire_testkit::postgres::PostgresInstance;
-use zkfire_testkit::zookeeper::ZooKeeper;
+use zkfire_testkit::zookeeper::{Ensemble, ZooKeeper};
+
+/// The ZooKeeper a test cluster uses.
+pub enum Zk {
+    Standalone(ZooKeeper),
+    Ensemble(Ensemble),
+}
+
+impl Zk {
+    pub fn connect_string(&self) -> String {
+        match self {
+            Zk::Standalone(z) => z.connect_string(),
+            Zk::Ensemble(e) => e.connect_string(),
+        }
+    }
+
+    pub fn ensemble(&mut self) -> &mut Ensemble {
+        match self {
+            Zk::Ensemble(e) => e,
+            Zk::Standalone(_) => panic!("this test cluster runs a standalone ZooKeeper"),
+        }
+    }
+}
 
 pub const SECRET: &str = "a-cluster-secret-for-tests";
 pub const SESSION_TIMEOUT_MS: u64 = 4000;
 
 pub struct TestCluster {
-    pub zk: ZooKeeper,
+    pub zk: Zk,
     pub pg: Arc<PostgresInstance>,
     pub db_url: String,
     pub root: String,
@@ -22,6 +44,16 @@ pub struct TestCluster {
 impl TestCluster {
     pub fn start(n: usize) -> TestCluster {
         let zk = ZooKeeper::standalone().expect("ZooKeeper (Debian package zookeeper)");
+        Self::start_on(Zk::Standalone(zk), n)
+    }
+
+    /// `n` nodes on a ZooKeeper ensemble of three members.
+    pub fn start_on_ensemble(n: usize) -> TestCluster {
+        let e = Ensemble::start(3).expect("ZooKeeper ensemble (Debian package zookeeper)");
+        Self::start_on(Zk::Ensemble(e), n)
+    }
+
+    fn start_on(zk: Zk, n: usize) -> TestCluster {
         let pg = PostgresInstance::shared().expect("PostgreSQL (Debian package postgresql)");
         let db_url = pg.fresh_database().expect("database");
         let root = format!("/zkfire-test-{}", free_port());
