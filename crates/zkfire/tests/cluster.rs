@@ -204,3 +204,70 @@ async fn graceful_stop_is_a_clean_leave() {
         Closed::Clean => panic!("no stream error at shutdown"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_management_resumes_on_another_node() {
+    let cluster = TestCluster::start(2);
+    cluster.wait_connected();
+    cluster.add_user("alice", "pw");
+    cluster.add_user("bob", "pw");
+    let mut bob = Client::login(cluster.node(0), "bob", "pw", "phone").await;
+    bob.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = bob.next_matching(|e| e.ns() == ns::SM).await;
+    let previd = enabled.attr("id").expect("resumption id").to_string();
+    bob.available().await;
+    let mut alice = Client::login(cluster.node(1), "alice", "pw", "desk").await;
+    alice
+        .send("<message to='bob@localhost/phone' type='chat'><body>one</body></message>")
+        .await;
+    assert_eq!(
+        body(&bob.next_matching(|e| e.name() == "message").await).as_deref(),
+        Some("one")
+    );
+    // Bob's connection to node 1 dies; meanwhile alice writes more.
+    drop(bob);
+    for i in 0..3 {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost/phone' type='chat'><body>m{i}</body></message>"
+            ))
+            .await;
+    }
+    alice
+        .iq(
+            "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "p",
+        )
+        .await;
+    // Bob comes back through node 2 and resumes the session node 1 held.
+    let node2 = cluster.node(1);
+    let mut c = Client::connect(node2.port).await;
+    c.open().await;
+    let mut c = c.starttls(&node2.cert_path()).await;
+    c.open().await;
+    c.auth("SCRAM-SHA-256", "bob", "pw").await.expect("login");
+    c.open().await;
+    c.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='2'/>"
+    ))
+    .await;
+    let resumed = c.next().await;
+    assert_eq!(resumed.name(), "resumed", "{resumed:?}");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = c.next_matching(|e| e.name() == "message").await;
+        got.push(body(&m).unwrap_or_default());
+    }
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    let dup = c
+        .none_within(Duration::from_millis(300), |e| e.name() == "message")
+        .await;
+    assert!(dup.is_ok(), "a message came twice: {dup:?}");
+    // The session lives on node 2 now: new messages and presence reach it there.
+    alice
+        .send("<message to='bob@localhost/phone' type='chat'><body>after</body></message>")
+        .await;
+    let m = c.next_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("after"));
+}

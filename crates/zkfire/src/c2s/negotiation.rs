@@ -24,6 +24,14 @@ pub enum Negotiated {
     },
     /// The connection was handed to the session it resumed.
     Resumed,
+    /// The client resumed a session another node held, and that node handed
+    /// it over: run it here.
+    TakenOver {
+        stream: Box<XmppStream>,
+        node: String,
+        previd: String,
+        state: Box<crate::cluster::protocol::HandoverState>,
+    },
     /// The stream is closed.
     Closed,
 }
@@ -148,6 +156,19 @@ pub async fn negotiate(
                             }
                             // The session ended just now; the request and its stream were dropped.
                             return Negotiated::Closed;
+                        }
+                        Err("item-not-found") if server.cluster.is_some() => {
+                            match take_over(server, &el, &bare).await {
+                                Some((previd, state)) => {
+                                    return Negotiated::TakenOver {
+                                        stream: Box::new(stream),
+                                        node: node.clone().unwrap_or_default(),
+                                        previd,
+                                        state,
+                                    }
+                                }
+                                None => stream.queue(&failed_element("item-not-found", None)),
+                            }
                         }
                         Err(condition) => stream.queue(&failed_element(condition, None)),
                     }
@@ -319,6 +340,22 @@ fn bind_resource(server: &Server, iq: &Element, node: &str) -> Result<String, St
         Ok(j) => Ok(j.resource().to_string()),
         Err(_) => Err(StanzaError::bad_request().with_text("invalid resource")),
     }
+}
+
+/// Asks the node that holds the session a `<resume/>` names to hand it over.
+async fn take_over(
+    server: &Server,
+    el: &Element,
+    bare: &str,
+) -> Option<(String, Box<crate::cluster::protocol::HandoverState>)> {
+    let previd = el.attr("previd")?;
+    let h = el.attr("h").and_then(|h| h.parse::<u32>().ok())?;
+    let remote = server.directory.remote_by_sm_id(bare, previd)?;
+    let link = server.cluster.as_ref()?;
+    let state = link
+        .take_over(&remote.node_id, &remote.full_jid, previd, h)
+        .await?;
+    Some((previd.to_string(), state))
 }
 
 /// Finds the session a `<resume/>` names, if it belongs to this account.

@@ -3,9 +3,13 @@
 
 use super::negotiation::{read_failed, Negotiated};
 use super::stream::{new_id, ReadError, XmppStream};
-use super::stream_mgmt::{ack_element, failed_element, request_element, ResumeRequest, SmState};
+use super::stream_mgmt::{
+    ack_element, failed_element, request_element, HandoverRequest, ResumeRequest, SmState,
+};
+use crate::cluster::protocol::HandoverState;
 use crate::jids;
 use crate::modules::presence::{self, ClientPresence};
+use crate::router::session_handle::PresenceState;
 use crate::router::session_handle::{LocalSession, SessionCommand, SessionReceiver};
 use crate::router::{self, bounce};
 use crate::server::Server;
@@ -43,34 +47,38 @@ pub struct Session {
     last_heard: Instant,
     /// Where the session goes after a resumable disconnect.
     detached_until: Option<Instant>,
+    /// The session went on on another node: end without a goodbye.
+    handed_over: bool,
 }
 
 /// Binds the resource and runs the session to its end.
 pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
-    let Negotiated::Bound {
-        stream,
-        node,
-        resource,
-    } = negotiated
-    else {
-        return;
+    let (stream, node, resource, handover) = match negotiated {
+        Negotiated::Bound {
+            stream,
+            node,
+            resource,
+        } => (stream, node, resource, None),
+        Negotiated::TakenOver {
+            stream,
+            node,
+            previd,
+            state,
+        } => {
+            let Some((_, resource)) = state.full_jid.split_once('/') else {
+                return;
+            };
+            let resource = resource.to_string();
+            (stream, node, resource, Some((previd, state)))
+        }
+        Negotiated::Resumed | Negotiated::Closed => return,
     };
     let bare = format!("{node}@{}", server.domain);
     let mut stream = *stream;
     let (handle, rx) = LocalSession::new(&bare, &resource, server.config.limits.max_session_queue);
-    if let Some(old) = server.directory.bind(handle.clone()) {
-        // RFC 6120 section 7.7.2.2: the newer login wins.
-        old.close("conflict");
-    }
-    if let Some(cluster) = &server.cluster {
-        cluster.announce(&handle);
-    }
-    tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), "session started");
-    // A failed flush shows up again at the first read, which ends the session.
-    let _ = stream.flush().await;
-    let session = Session {
-        server,
-        handle,
+    let mut session = Session {
+        server: server.clone(),
+        handle: handle.clone(),
         node,
         presence: ClientPresence::default(),
         sm: None,
@@ -78,7 +86,27 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
         ping_pending: None,
         last_heard: Instant::now(),
         detached_until: None,
+        handed_over: false,
     };
+    if let Some((previd, state)) = &handover {
+        session.adopt(previd, state);
+    }
+    if let Some(old) = server.directory.bind(handle.clone()) {
+        // RFC 6120 section 7.7.2.2: the newer login wins. (After a handover
+        // the old entry is the session itself, already gone on its node.)
+        if handover.is_none() {
+            old.close("conflict");
+        }
+    }
+    if let Some(cluster) = &server.cluster {
+        cluster.announce(&handle);
+    }
+    tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), resumed = handover.is_some(), "session started");
+    if let Some((previd, _)) = &handover {
+        session.send_resumed(&mut stream, previd);
+    }
+    // A failed flush shows up again at the first read, which ends the session.
+    let _ = stream.flush().await;
     session.run_loop(Some(stream), rx).await;
 }
 
@@ -257,7 +285,107 @@ impl Session {
                 End::Over
             }
             SessionCommand::Resume(request) => self.resume(stream, *request).await,
+            SessionCommand::Handover(request) => self.hand_over(stream, rx, *request).await,
         }
+    }
+
+    /// Takes up a session handed over by another node.
+    fn adopt(&mut self, previd: &str, state: &HandoverState) {
+        self.handle.set_presence(PresenceState {
+            available: state.available,
+            priority: state.priority,
+            last: state
+                .presence
+                .as_deref()
+                .and_then(|x| zkfire_xml::parse_element(x).ok()),
+        });
+        if let Ok(mut id) = self.handle.sm_id.lock() {
+            *id = Some(previd.to_string());
+        }
+        self.server.sm.insert(previd, &self.handle);
+        let mut sm = SmState::new(Some(previd.to_string()));
+        sm.inbound = state.inbound;
+        sm.acked = state.acked;
+        sm.unacked = state
+            .unacked
+            .iter()
+            .filter_map(|x| zkfire_xml::parse_element(x).ok())
+            .collect();
+        self.sm = Some(sm);
+        self.presence = ClientPresence {
+            available: state.available,
+            directed: state.directed.iter().cloned().collect(),
+            last_status: state.last_status.clone(),
+        };
+    }
+
+    /// `<resumed/>`, then everything not acknowledged, in order.
+    fn send_resumed(&mut self, stream: &mut XmppStream, previd: &str) {
+        let Some(sm) = self.sm.as_mut() else { return };
+        stream.queue(
+            &Element::new("resumed", ns::SM)
+                .with_attr("previd", previd)
+                .with_attr("h", sm.inbound.to_string()),
+        );
+        for stanza in &sm.unacked {
+            stream.queue(stanza);
+        }
+        if !sm.unacked.is_empty() {
+            sm.ack_requested = true;
+            stream.queue(&request_element());
+        }
+    }
+
+    /// The client resumed this session on another node (XEP-0198 across the
+    /// cluster): everything it is goes there, and this task ends quietly —
+    /// no unavailable presence, nothing rerouted, since the session lives on.
+    async fn hand_over(
+        &mut self,
+        stream: &mut Option<XmppStream>,
+        rx: &mut SessionReceiver,
+        request: HandoverRequest,
+    ) -> End {
+        let Some(sm) = self.sm.as_mut() else {
+            let _ = request.reply.send(None);
+            return End::No;
+        };
+        if sm.ack(request.h).is_err() {
+            let _ = request.reply.send(None);
+            return End::No;
+        }
+        // Out of the directory first, so nothing more is queued here.
+        self.server.directory.unbind(&self.handle);
+        if let Some(id) = &sm.id {
+            self.server.sm.remove(id);
+        }
+        for cmd in rx.close_and_drain() {
+            if let SessionCommand::Deliver(stanza) = cmd {
+                sm.sent(stanza);
+            }
+        }
+        let p = self.handle.presence();
+        let state = HandoverState {
+            full_jid: self.handle.full_jid.clone(),
+            inbound: sm.inbound,
+            acked: sm.acked,
+            unacked: sm.unacked.iter().map(Element::to_xml).collect(),
+            available: p.available,
+            priority: p.priority,
+            presence: p.last.as_ref().map(Element::to_xml),
+            directed: self.presence.directed.iter().cloned().collect(),
+            last_status: self.presence.last_status.clone(),
+        };
+        if request.reply.send(Some(Box::new(state))).is_err() {
+            // Nobody waits for it any more: end as any session ends, with
+            // what was queued going back through the router.
+            return End::Over;
+        }
+        self.handed_over = true;
+        if let Some(mut old) = stream.take() {
+            old.close().await;
+        }
+        tracing::info!(jid = %self.handle.full_jid, "session handed over to another node");
+        End::Over
     }
 
     fn request_ack(&mut self, stream: &mut XmppStream) {
@@ -290,19 +418,7 @@ impl Session {
             // The old connection may still look alive to us; it is replaced.
             old.close().await;
         }
-        new.queue(
-            &Element::new("resumed", ns::SM)
-                .with_attr("previd", previd)
-                .with_attr("h", sm.inbound.to_string()),
-        );
-        // Send again everything not acknowledged, in order.
-        for stanza in &sm.unacked {
-            new.queue(stanza);
-        }
-        if !sm.unacked.is_empty() {
-            sm.ack_requested = true;
-            new.queue(&request_element());
-        }
+        self.send_resumed(&mut new, &previd);
         self.detached_until = None;
         self.ping_pending = None;
         self.last_heard = Instant::now();
@@ -487,6 +603,13 @@ impl Session {
                             .to_string(),
                     );
                     self.server.sm.insert(id, &self.handle);
+                    if let Ok(mut sm_id) = self.handle.sm_id.lock() {
+                        *sm_id = Some(id.clone());
+                    }
+                    // Other nodes learn the id, so the client may resume through them.
+                    if let Some(cluster) = &self.server.cluster {
+                        cluster.announce(&self.handle);
+                    }
                 }
                 stream.queue(&enabled);
                 self.sm = Some(SmState::new(id));
@@ -521,6 +644,12 @@ impl Session {
     /// every stanza the client did not take back through the router.
     async fn finish(mut self, stream: Option<XmppStream>, mut rx: SessionReceiver) {
         let server = self.server.clone();
+        if self.handed_over {
+            if let Some(cluster) = &server.cluster {
+                cluster.announce_gone(&self.handle);
+            }
+            return;
+        }
         let last = server.directory.unbind(&self.handle);
         if let Some(id) = self.sm.as_ref().and_then(|sm| sm.id.clone()) {
             server.sm.remove(&id);

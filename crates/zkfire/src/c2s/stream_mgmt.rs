@@ -15,6 +15,13 @@ pub struct ResumeRequest {
     pub h: u32,
 }
 
+/// Another node asks for this session, which its client resumed there.
+pub struct HandoverRequest {
+    /// Stanzas the client says it received.
+    pub h: u32,
+    pub reply: tokio::sync::oneshot::Sender<Option<Box<crate::cluster::protocol::HandoverState>>>,
+}
+
 /// Per-session stream management state.
 pub struct SmState {
     /// Resumption id (`None` when the client did not ask for resumption).

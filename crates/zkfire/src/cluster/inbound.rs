@@ -115,7 +115,15 @@ fn remote_session(
             .as_deref()
             .and_then(|x| zkfire_xml::parse_element(x).ok()),
     };
-    RemoteSession::new(node_id, &state.full_jid, presence, link, state.bound_at).map(Arc::new)
+    RemoteSession::new(
+        node_id,
+        &state.full_jid,
+        presence,
+        link,
+        state.bound_at,
+        state.sm_id.clone(),
+    )
+    .map(Arc::new)
 }
 
 async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
@@ -194,6 +202,17 @@ async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
         BusMessage::BlocklistChanged { bare_jid } => {
             server.blocklists.remove(&bare_jid);
         }
+        BusMessage::ResumeRequest {
+            id,
+            full_jid,
+            previd,
+            h,
+        } => hand_over(server, peer, id, &full_jid, &previd, h),
+        BusMessage::ResumeHandover { id, state } => {
+            if let Some(link) = &server.cluster {
+                link.handover_answered(id, state);
+            }
+        }
     }
 }
 
@@ -218,6 +237,41 @@ async fn deliver_here(server: &Arc<Server>, to: &str, stanza: zkfire_xml::Elemen
         None => stanza,
     };
     crate::c2s::session::reroute(server, stanza).await;
+}
+
+/// A peer asks for one of this node's sessions, which its client resumed
+/// there. The session task packs itself up and ends; the answer goes back
+/// from a task of its own, so this dispatcher does not wait for it.
+fn hand_over(server: &Arc<Server>, peer: &PeerInfo, id: u64, full_jid: &str, previd: &str, h: u32) {
+    let Some(link) = server.cluster.clone() else {
+        return;
+    };
+    let session = full_jid.split_once('/').and_then(|(bare, resource)| {
+        server
+            .directory
+            .local_resources(bare)
+            .into_iter()
+            .find(|s| s.resource == resource && s.sm_id().as_deref() == Some(previd))
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let asked = session.is_some_and(|s| {
+        s.command(SessionCommand::Handover(Box::new(
+            crate::c2s::stream_mgmt::HandoverRequest { h, reply: tx },
+        )))
+    });
+    let node = peer.node_id.clone();
+    tokio::spawn(async move {
+        let state = if asked {
+            tokio::time::timeout(std::time::Duration::from_secs(3), rx)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten()
+        } else {
+            None
+        };
+        link.send(&node, &BusMessage::ResumeHandover { id, state });
+    });
 }
 
 fn static_condition(condition: &str) -> &'static str {

@@ -2,16 +2,22 @@
 //! nodes over the bus, and announces this node's sessions to them.
 
 use super::bus::Bus;
-use super::protocol::{BusMessage, SessionState};
+use super::protocol::{BusMessage, HandoverState, SessionState};
 use crate::router::remote::RemoteLink;
 use crate::router::session_handle::LocalSession;
 use std::sync::{Arc, RwLock};
 use zkfire_xml::Element;
 
+/// How long a node waits for a peer to hand over a resumed session.
+const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The bus of the current incarnation; replaced when the node joins again.
 #[derive(Default)]
 pub struct ClusterLink {
     bus: RwLock<Option<Arc<Bus>>>,
+    /// Session handovers asked of peers and not yet answered.
+    handovers: dashmap::DashMap<u64, tokio::sync::oneshot::Sender<Option<Box<HandoverState>>>>,
+    next_handover: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterLink {
@@ -44,6 +50,49 @@ impl ClusterLink {
         }
     }
 
+    /// Asks `node_id` for the session a client resumed here (XEP-0198 across
+    /// nodes); `None` when the peer does not answer in time or has no such session.
+    pub async fn take_over(
+        &self,
+        node_id: &str,
+        full_jid: &str,
+        previd: &str,
+        h: u32,
+    ) -> Option<Box<HandoverState>> {
+        let id = self
+            .next_handover
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.handovers.insert(id, tx);
+        let asked = self.send(
+            node_id,
+            &BusMessage::ResumeRequest {
+                id,
+                full_jid: full_jid.to_string(),
+                previd: previd.to_string(),
+                h,
+            },
+        );
+        let answer = if asked {
+            tokio::time::timeout(HANDOVER_TIMEOUT, rx)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten()
+        } else {
+            None
+        };
+        self.handovers.remove(&id);
+        answer
+    }
+
+    /// A peer answered a handover request.
+    pub fn handover_answered(&self, id: u64, state: Option<Box<HandoverState>>) {
+        if let Some((_, tx)) = self.handovers.remove(&id) {
+            let _ = tx.send(state);
+        }
+    }
+
     pub fn announce(&self, session: &LocalSession) {
         self.broadcast(&BusMessage::Session(state_of(session)));
     }
@@ -64,6 +113,7 @@ pub fn state_of(session: &LocalSession) -> SessionState {
         priority: p.priority,
         presence: p.last.as_ref().map(Element::to_xml),
         bound_at: session.bound_at,
+        sm_id: session.sm_id(),
     }
 }
 

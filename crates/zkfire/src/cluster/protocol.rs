@@ -14,6 +14,28 @@ pub struct SessionState {
     /// When the resource was bound, in milliseconds since the Unix epoch: the
     /// newer of two logins with the same full JID wins.
     pub bound_at: u64,
+    /// Its stream management resumption id, so a client can resume it
+    /// through any node (XEP-0198).
+    #[serde(default)]
+    pub sm_id: Option<String>,
+}
+
+/// Everything a session is, handed from the node that held it to the node
+/// where its client resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverState {
+    pub full_jid: String,
+    /// Stanzas the server handled from the client (the `h` it reports).
+    pub inbound: u32,
+    /// The client's last acknowledged count of stanzas sent to it.
+    pub acked: u32,
+    /// Stanzas sent or queued for the client and not acknowledged, in order.
+    pub unacked: Vec<String>,
+    pub available: bool,
+    pub priority: i8,
+    pub presence: Option<String>,
+    pub directed: Vec<String>,
+    pub last_status: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +58,18 @@ pub enum BusMessage {
     OfflineStored { bare_jid: String },
     /// This account's blocklist changed: drop any cached copy.
     BlocklistChanged { bare_jid: String },
+    /// A client resumed on the sender a session the receiver holds: hand it over.
+    ResumeRequest {
+        id: u64,
+        full_jid: String,
+        previd: String,
+        h: u32,
+    },
+    /// The answer to `ResumeRequest`: the session, or nothing when it cannot be had.
+    ResumeHandover {
+        id: u64,
+        state: Option<Box<HandoverState>>,
+    },
 }
 
 impl BusMessage {

@@ -127,6 +127,15 @@ impl Directory {
             .and_then(|l| l.iter().find(|s| s.resource == resource).cloned())
     }
 
+    /// The resource on another node that a stream management id names.
+    pub fn remote_by_sm_id(&self, bare: &str, sm_id: &str) -> Option<Arc<RemoteSession>> {
+        self.remote.get(bare).and_then(|l| {
+            l.iter()
+                .find(|s| s.sm_id.as_deref() == Some(sm_id))
+                .cloned()
+        })
+    }
+
     /// Whether the account has a resource anywhere in the cluster.
     pub fn has_resources(&self, bare: &str) -> bool {
         self.local.contains_key(bare) || self.remote.contains_key(bare)

@@ -23,6 +23,8 @@ pub struct RemoteSession {
     pub resource: String,
     /// When its node bound it (milliseconds since the Unix epoch).
     pub bound_at: u64,
+    /// Its stream management resumption id, if resumable.
+    pub sm_id: Option<String>,
     presence: Mutex<PresenceState>,
     link: Arc<dyn RemoteLink>,
 }
@@ -34,6 +36,7 @@ impl RemoteSession {
         presence: PresenceState,
         link: Arc<dyn RemoteLink>,
         bound_at: u64,
+        sm_id: Option<String>,
     ) -> Option<Self> {
         let (bare, resource) = full_jid.split_once('/')?;
         Some(RemoteSession {
@@ -42,6 +45,7 @@ impl RemoteSession {
             bare_jid: bare.to_string(),
             resource: resource.to_string(),
             bound_at,
+            sm_id,
             presence: Mutex::new(presence),
             link,
         })

@@ -16,6 +16,8 @@ pub enum SessionCommand {
     Close(&'static str),
     /// A new connection resumes this session (XEP-0198).
     Resume(Box<crate::c2s::stream_mgmt::ResumeRequest>),
+    /// The client resumed this session on another node: hand it over.
+    Handover(Box<crate::c2s::stream_mgmt::HandoverRequest>),
 }
 
 /// Presence of one resource, as last sent by its client.
@@ -43,6 +45,8 @@ pub struct LocalSession {
     queued: Arc<AtomicUsize>,
     max_queued: usize,
     pub presence: Mutex<PresenceState>,
+    /// Stream management resumption id, once the client enabled it.
+    pub sm_id: Mutex<Option<String>>,
 }
 
 impl LocalSession {
@@ -66,6 +70,7 @@ impl LocalSession {
             queued: queued.clone(),
             max_queued,
             presence: Mutex::new(PresenceState::default()),
+            sm_id: Mutex::new(None),
         });
         (session, SessionReceiver { rx, queued })
     }
@@ -99,6 +104,10 @@ impl LocalSession {
 
     pub fn is_available(&self) -> bool {
         self.presence.lock().map(|p| p.available).unwrap_or(false)
+    }
+
+    pub fn sm_id(&self) -> Option<String> {
+        self.sm_id.lock().ok().and_then(|s| s.clone())
     }
 
     pub fn set_presence(&self, state: PresenceState) {
