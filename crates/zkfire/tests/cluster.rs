@@ -4,36 +4,10 @@
 mod common;
 use common::client::Closed;
 use common::cluster::{TestCluster, SESSION_TIMEOUT_MS};
+use common::steps::{authenticated, befriend, body, enable_sm, presence_from};
 use common::Client;
 use std::time::{Duration, Instant};
-use zkfire_xml::{ns, Element};
-
-fn body(e: &Element) -> Option<String> {
-    e.child_text("body", ns::CLIENT)
-}
-
-fn presence_from<'a>(from: &'a str, ptype: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
-    move |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == ptype
-}
-
-async fn befriend(a: &mut Client, b: &mut Client) {
-    a.send("<presence to='bob@localhost' type='subscribe'/>")
-        .await;
-    b.next_matching(presence_from("alice@localhost", Some("subscribe")))
-        .await;
-    b.send("<presence to='alice@localhost' type='subscribed'/>")
-        .await;
-    a.next_matching(presence_from("bob@localhost", Some("subscribed")))
-        .await;
-    b.send("<presence to='alice@localhost' type='subscribe'/>")
-        .await;
-    a.next_matching(presence_from("bob@localhost", Some("subscribe")))
-        .await;
-    a.send("<presence to='bob@localhost' type='subscribed'/>")
-        .await;
-    b.next_matching(presence_from("alice@localhost", Some("subscribed")))
-        .await;
-}
+use zkfire_xml::ns;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_presence_and_offline_across_nodes() {
@@ -212,10 +186,7 @@ async fn stream_management_resumes_on_another_node() {
     cluster.add_user("alice", "pw");
     cluster.add_user("bob", "pw");
     let mut bob = Client::login(cluster.node(0), "bob", "pw", "phone").await;
-    bob.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-        .await;
-    let enabled = bob.next_matching(|e| e.ns() == ns::SM).await;
-    let previd = enabled.attr("id").expect("resumption id").to_string();
+    let previd = enable_sm(&mut bob).await;
     bob.available().await;
     let mut alice = Client::login(cluster.node(1), "alice", "pw", "desk").await;
     alice
@@ -242,12 +213,7 @@ async fn stream_management_resumes_on_another_node() {
         .await;
     // Bob comes back through node 2 and resumes the session node 1 held.
     let node2 = cluster.node(1);
-    let mut c = Client::connect(node2.port).await;
-    c.open().await;
-    let mut c = c.starttls(&node2.cert_path()).await;
-    c.open().await;
-    c.auth("SCRAM-SHA-256", "bob", "pw").await.expect("login");
-    c.open().await;
+    let mut c = authenticated(node2, "bob", "pw").await;
     c.send(&format!(
         "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='2'/>"
     ))

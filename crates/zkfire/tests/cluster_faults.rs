@@ -5,13 +5,9 @@
 mod common;
 use common::client::Closed;
 use common::cluster::{TestCluster, SESSION_TIMEOUT_MS};
+use common::steps::body;
 use common::Client;
 use std::time::Duration;
-use zkfire_xml::{ns, Element};
-
-fn body(e: &Element) -> Option<String> {
-    e.child_text("body", ns::CLIENT)
-}
 
 /// Sends `n` numbered messages from `a` to `b` and checks each arrives once, in order.
 async fn exchange(a: &mut Client, b: &mut Client, tag: &str, n: usize) {

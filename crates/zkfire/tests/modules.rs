@@ -3,20 +3,10 @@
 
 mod common;
 use common::client::Closed;
+use common::steps::{error_condition, is_result};
 use common::{Client, TestServer};
 use std::time::Duration;
-use zkfire_xml::{ns, Element};
-
-fn is_result(e: &Element) -> bool {
-    e.attr("type") == Some("result")
-}
-
-fn error_condition(e: &Element) -> Option<String> {
-    e.child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZA_ERRORS)
-        .map(|c| c.name().to_string())
-}
+use zkfire_xml::ns;
 
 #[tokio::test]
 async fn disco_lists_module_features() {

@@ -2,45 +2,12 @@
 //! machine, presence on disconnect, and the message delivery rules.
 
 mod common;
+use common::steps::{befriend, body, error_condition, presence_from};
 use common::{Client, TestServer};
 use std::time::Duration;
-use zkfire_xml::{ns, Element};
-
-fn body(e: &Element) -> Option<String> {
-    e.child_text("body", ns::CLIENT)
-}
-
-fn error_condition(e: &Element) -> Option<String> {
-    e.child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZA_ERRORS)
-        .map(|c| c.name().to_string())
-}
-
-fn presence_from<'a>(from: &'a str, ptype: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
-    move |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == ptype
-}
+use zkfire_xml::ns;
 
 /// Makes alice and bob subscribed to each other.
-async fn befriend(a: &mut Client, b: &mut Client) {
-    a.send("<presence to='bob@localhost' type='subscribe'/>")
-        .await;
-    b.next_matching(presence_from("alice@localhost", Some("subscribe")))
-        .await;
-    b.send("<presence to='alice@localhost' type='subscribed'/>")
-        .await;
-    a.next_matching(presence_from("bob@localhost", Some("subscribed")))
-        .await;
-    b.send("<presence to='alice@localhost' type='subscribe'/>")
-        .await;
-    a.next_matching(presence_from("bob@localhost", Some("subscribe")))
-        .await;
-    a.send("<presence to='bob@localhost' type='subscribed'/>")
-        .await;
-    b.next_matching(presence_from("alice@localhost", Some("subscribed")))
-        .await;
-}
-
 fn users(server: &TestServer) {
     server.add_user("alice", "pw");
     server.add_user("bob", "pw");

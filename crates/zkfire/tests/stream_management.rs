@@ -2,21 +2,9 @@
 //! and no lost message when a session is not resumed.
 
 mod common;
+use common::steps::{authenticated, body, enable_sm};
 use common::{Client, TestServer};
-use zkfire_xml::{ns, Element};
-
-fn body(e: &Element) -> Option<String> {
-    e.child_text("body", ns::CLIENT)
-}
-
-async fn enable_sm(c: &mut Client) -> String {
-    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-        .await;
-    let enabled = c.next_matching(|e| e.ns() == ns::SM).await;
-    assert_eq!(enabled.name(), "enabled", "{enabled:?}");
-    assert_eq!(enabled.attr("resume"), Some("true"));
-    enabled.attr("id").expect("resumption id").to_string()
-}
+use zkfire_xml::ns;
 
 #[tokio::test]
 async fn ack_counts_handled_stanzas() {
@@ -66,12 +54,7 @@ async fn resumption_after_cut_connection_delivers_everything_once() {
         )
         .await;
 
-    let mut c = Client::connect(server.port).await;
-    c.open().await;
-    let mut c = c.starttls(&server.cert_path()).await;
-    c.open().await;
-    c.auth("SCRAM-SHA-256", "bob", "pw").await.expect("login");
-    c.open().await;
+    let mut c = authenticated(&server, "bob", "pw").await;
     // Bob says he received two stanzas (his own presence and "one").
     c.send(&format!(
         "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='2'/>"
@@ -129,12 +112,7 @@ async fn unacknowledged_messages_go_offline_when_session_ends() {
 async fn resume_of_unknown_session_fails_and_bind_still_works() {
     let server = TestServer::start();
     server.add_user("bob", "pw");
-    let mut c = Client::connect(server.port).await;
-    c.open().await;
-    let mut c = c.starttls(&server.cert_path()).await;
-    c.open().await;
-    c.auth("SCRAM-SHA-256", "bob", "pw").await.expect("login");
-    c.open().await;
+    let mut c = authenticated(&server, "bob", "pw").await;
     c.send("<resume xmlns='urn:xmpp:sm:3' previd='nope' h='0'/>")
         .await;
     let failed = c.next().await;

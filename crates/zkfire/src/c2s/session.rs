@@ -291,14 +291,11 @@ impl Session {
 
     /// Takes up a session handed over by another node.
     fn adopt(&mut self, previd: &str, state: &HandoverState) {
-        self.handle.set_presence(PresenceState {
-            available: state.available,
-            priority: state.priority,
-            last: state
-                .presence
-                .as_deref()
-                .and_then(|x| zkfire_xml::parse_element(x).ok()),
-        });
+        self.handle.set_presence(PresenceState::from_announced(
+            state.available,
+            state.priority,
+            state.presence.as_deref(),
+        ));
         if let Ok(mut id) = self.handle.sm_id.lock() {
             *id = Some(previd.to_string());
         }

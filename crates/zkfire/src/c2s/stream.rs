@@ -116,7 +116,7 @@ impl XmppStream {
     ) -> anyhow::Result<XmppStream> {
         let XmppStream {
             transport,
-            mut parser,
+            parser,
             peer,
             write_timeout,
             ..
@@ -129,18 +129,12 @@ impl XmppStream {
         let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
-        parser.reset();
-        Ok(XmppStream {
-            transport: Transport::Tls(Box::new(tls)),
-            parser,
-            read_buf: Vec::new(),
-            events: VecDeque::new(),
-            write_buf: String::new(),
+        Ok(XmppStream::new(
+            Transport::Tls(Box::new(tls)),
             peer,
-            header_sent: false,
+            parser.limits(),
             write_timeout,
-            broken: false,
-        })
+        ))
     }
 
     /// Queues the server's stream header.

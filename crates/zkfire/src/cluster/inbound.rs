@@ -2,7 +2,7 @@
 //! by one dispatcher task, so the bus reader never waits on the router.
 
 use super::bus::{BusHandler, PeerInfo};
-use super::link::state_of;
+use super::link::{answer_within, state_of};
 use super::protocol::{BusMessage, SessionState};
 use crate::modules::{offline, presence};
 use crate::router::remote::RemoteSession;
@@ -107,14 +107,8 @@ fn remote_session(
     state: &SessionState,
 ) -> Option<Arc<RemoteSession>> {
     let link = server.cluster.clone()?;
-    let presence = PresenceState {
-        available: state.available,
-        priority: state.priority,
-        last: state
-            .presence
-            .as_deref()
-            .and_then(|x| zkfire_xml::parse_element(x).ok()),
-    };
+    let presence =
+        PresenceState::from_announced(state.available, state.priority, state.presence.as_deref());
     RemoteSession::new(
         node_id,
         &state.full_jid,
@@ -262,11 +256,7 @@ fn hand_over(server: &Arc<Server>, peer: &PeerInfo, id: u64, full_jid: &str, pre
     let node = peer.node_id.clone();
     tokio::spawn(async move {
         let state = if asked {
-            tokio::time::timeout(std::time::Duration::from_secs(3), rx)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .flatten()
+            answer_within(rx, std::time::Duration::from_secs(3)).await
         } else {
             None
         };

@@ -74,11 +74,7 @@ impl ClusterLink {
             },
         );
         let answer = if asked {
-            tokio::time::timeout(HANDOVER_TIMEOUT, rx)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .flatten()
+            answer_within(rx, HANDOVER_TIMEOUT).await
         } else {
             None
         };
@@ -102,6 +98,14 @@ impl ClusterLink {
             full_jid: session.full_jid.clone(),
         });
     }
+}
+
+/// The answer on `rx` if it comes within `wait`; none for a dropped sender.
+pub async fn answer_within<T>(
+    rx: tokio::sync::oneshot::Receiver<Option<T>>,
+    wait: std::time::Duration,
+) -> Option<T> {
+    tokio::time::timeout(wait, rx).await.ok()?.ok()?
 }
 
 /// What is announced of a local session.

@@ -29,6 +29,18 @@ pub struct PresenceState {
     pub last: Option<Element>,
 }
 
+impl PresenceState {
+    /// Presence as a node announces it on the cluster bus (the last presence
+    /// serialized).
+    pub fn from_announced(available: bool, priority: i8, last: Option<&str>) -> Self {
+        PresenceState {
+            available,
+            priority,
+            last: last.and_then(|x| zkfire_xml::parse_element(x).ok()),
+        }
+    }
+}
+
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One bound resource of this node.

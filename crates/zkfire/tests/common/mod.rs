@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cluster;
 pub mod server;
+pub mod steps;
 
 pub use client::Client;
 pub use server::TestServer;

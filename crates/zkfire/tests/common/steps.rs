@@ -1,0 +1,69 @@
+//! Small steps and checks the wire tests share.
+
+use super::Client;
+use zkfire_xml::{ns, Element};
+
+/// The text of a message's `<body/>`.
+pub fn body(e: &Element) -> Option<String> {
+    e.child_text("body", ns::CLIENT)
+}
+
+/// The defined condition of a stanza error.
+pub fn error_condition(e: &Element) -> Option<String> {
+    e.child("error", ns::CLIENT)?
+        .children()
+        .find(|c| c.ns() == ns::STANZA_ERRORS)
+        .map(|c| c.name().to_string())
+}
+
+pub fn is_result(e: &Element) -> bool {
+    e.attr("type") == Some("result")
+}
+
+/// Matches presence of this type (`None`: available) from `from`.
+pub fn presence_from<'a>(from: &'a str, ptype: Option<&'a str>) -> impl Fn(&Element) -> bool + 'a {
+    move |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == ptype
+}
+
+/// Subscribes alice (`a`) and bob (`b`) to each other.
+pub async fn befriend(a: &mut Client, b: &mut Client) {
+    a.send("<presence to='bob@localhost' type='subscribe'/>")
+        .await;
+    b.next_matching(presence_from("alice@localhost", Some("subscribe")))
+        .await;
+    b.send("<presence to='alice@localhost' type='subscribed'/>")
+        .await;
+    a.next_matching(presence_from("bob@localhost", Some("subscribed")))
+        .await;
+    b.send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    a.next_matching(presence_from("bob@localhost", Some("subscribe")))
+        .await;
+    a.send("<presence to='bob@localhost' type='subscribed'/>")
+        .await;
+    b.next_matching(presence_from("alice@localhost", Some("subscribed")))
+        .await;
+}
+
+/// Enables stream management with resumption; returns the resumption id.
+pub async fn enable_sm(c: &mut Client) -> String {
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = c.next_matching(|e| e.ns() == ns::SM).await;
+    assert_eq!(enabled.name(), "enabled", "{enabled:?}");
+    assert_eq!(enabled.attr("resume"), Some("true"));
+    enabled.attr("id").expect("resumption id").to_string()
+}
+
+/// Logs in over STARTTLS on `port` without binding, ready for `<resume/>`.
+pub async fn authenticated(server: &super::TestServer, user: &str, password: &str) -> Client {
+    let mut c = Client::connect(server.port).await;
+    c.open().await;
+    let mut c = c.starttls(&server.cert_path()).await;
+    c.open().await;
+    c.auth("SCRAM-SHA-256", user, password)
+        .await
+        .expect("login");
+    c.open().await;
+    c
+}
