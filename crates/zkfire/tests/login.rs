@@ -108,3 +108,84 @@ async fn wrong_domain_is_host_unknown() {
     c.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>").await;
     assert_eq!(c.closed().await, Closed::Error("host-unknown".into()));
 }
+
+#[tokio::test]
+async fn channel_binding_and_plain() {
+    use zkfire_sasl::client::ClientBinding;
+    let server = TestServer::start();
+    server.add_user("alice", "secret");
+    for mechanism in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] {
+        let mut c = Client::connect(server.port).await;
+        c.open().await;
+        let mut c = c.starttls(&server.cert_path()).await;
+        let features = c.open().await;
+        let cb = features
+            .child("sasl-channel-binding", ns::SASL_CB)
+            .expect("XEP-0440");
+        assert_eq!(
+            cb.child("channel-binding", ns::SASL_CB)
+                .and_then(|b| b.attr("type")),
+            Some("tls-exporter")
+        );
+        c.auth(mechanism, "alice", "secret").await.expect(mechanism);
+    }
+    // Binding data from another connection is refused.
+    let mut c = Client::connect(server.port).await;
+    c.open().await;
+    let mut c = c.starttls(&server.cert_path()).await;
+    c.open().await;
+    let wrong = ClientBinding::TlsExporter(vec![7u8; 32]);
+    assert_eq!(
+        c.auth_with("SCRAM-SHA-256-PLUS", "alice", "secret", wrong)
+            .await,
+        Err("not-authorized".into())
+    );
+    // A client that supports binding but saw no -PLUS ('y') is a downgrade here.
+    let mut c = Client::connect(server.port).await;
+    c.open().await;
+    let mut c = c.starttls(&server.cert_path()).await;
+    c.open().await;
+    assert_eq!(
+        c.auth_with(
+            "SCRAM-SHA-256",
+            "alice",
+            "secret",
+            ClientBinding::NotAdvertised
+        )
+        .await,
+        Err("not-authorized".into())
+    );
+    // PLAIN over TLS works, and is not offered without it.
+    let mut c = Client::connect_tls(server.tls_port, &server.cert_path()).await;
+    c.open().await;
+    assert_eq!(
+        c.auth_plain("alice", "wrong").await,
+        Err("not-authorized".into())
+    );
+    c.auth_plain("alice", "secret").await.expect("PLAIN");
+}
+
+#[tokio::test]
+async fn plain_is_not_offered_without_tls() {
+    let server = TestServer::with_config(&[("c2s", "require_tls = false")]);
+    server.add_user("alice", "secret");
+    let mut c = Client::connect(server.port).await;
+    let features = c.open().await;
+    let mechs: Vec<String> = features
+        .child("mechanisms", ns::SASL)
+        .expect("SASL offered without TLS when not required")
+        .children()
+        .map(|m| m.text())
+        .collect();
+    assert!(
+        !mechs.iter().any(|m| m == "PLAIN" || m.ends_with("-PLUS")),
+        "{mechs:?}"
+    );
+    assert_eq!(
+        c.auth_plain("alice", "secret").await,
+        Err("invalid-mechanism".into())
+    );
+    c.auth("SCRAM-SHA-256", "alice", "secret")
+        .await
+        .expect("SCRAM without TLS");
+}

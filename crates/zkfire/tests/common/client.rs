@@ -23,6 +23,8 @@ pub struct Client {
     events: VecDeque<StreamEvent>,
     pub jid: String,
     tls: bool,
+    /// The RFC 9266 tls-exporter value of the TLS connection (TLS 1.3).
+    exporter: Option<Vec<u8>>,
 }
 
 /// What reading found when the server closed the stream.
@@ -53,6 +55,7 @@ impl Client {
             events: VecDeque::new(),
             jid: String::new(),
             tls: false,
+            exporter: None,
         }
     }
 
@@ -65,12 +68,14 @@ impl Client {
             .connect("localhost".try_into().expect("name"), tcp)
             .await
             .expect("TLS handshake");
+        let exporter = exporter_of(tls.get_ref().1);
         Client {
             io: Box::new(tls),
             parser: StreamParser::new(client_limits()),
             events: VecDeque::new(),
             jid: String::new(),
             tls: true,
+            exporter,
         }
     }
 
@@ -202,21 +207,40 @@ impl Client {
             .connect("localhost".try_into().expect("name"), io)
             .await
             .expect("TLS handshake");
+        let exporter = exporter_of(tls.get_ref().1);
         Client {
             io: Box::new(tls),
             parser: StreamParser::new(client_limits()),
             events: VecDeque::new(),
             jid: String::new(),
             tls: true,
+            exporter,
         }
     }
 
-    /// SCRAM login; Err(condition) on `<failure/>`.
+    /// SCRAM login; Err(condition) on `<failure/>`. A -PLUS mechanism binds
+    /// to this connection's tls-exporter value.
     pub async fn auth(
         &mut self,
         mechanism: &str,
         user: &str,
         password: &str,
+    ) -> Result<(), String> {
+        let binding = match (mechanism.ends_with("-PLUS"), &self.exporter) {
+            (true, Some(e)) => ClientBinding::TlsExporter(e.clone()),
+            (true, None) => panic!("-PLUS needs TLS 1.3"),
+            (false, _) => ClientBinding::None,
+        };
+        self.auth_with(mechanism, user, password, binding).await
+    }
+
+    /// SCRAM login with an explicit channel-binding flag.
+    pub async fn auth_with(
+        &mut self,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+        binding: ClientBinding,
     ) -> Result<(), String> {
         let hash = if mechanism.starts_with("SCRAM-SHA-256") {
             ScramHash::Sha256
@@ -224,8 +248,7 @@ impl Client {
             ScramHash::Sha1
         };
         let b64 = base64::engine::general_purpose::STANDARD;
-        let mut scram =
-            ScramClient::new(hash, user, password, ClientBinding::None).expect("client");
+        let mut scram = ScramClient::new(hash, user, password, binding).expect("client");
         let first = b64.encode(scram.client_first());
         self.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{first}</auth>"
@@ -306,6 +329,34 @@ impl Client {
     }
 }
 
+/// PLAIN login; Err(condition) on `<failure/>`.
+impl Client {
+    pub async fn auth_plain(&mut self, user: &str, password: &str) -> Result<(), String> {
+        let payload =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
+        ))
+        .await;
+        let outcome = self.next().await;
+        if outcome.name() == "failure" {
+            return Err(failure_condition(&outcome));
+        }
+        assert!(outcome.is("success", ns::SASL), "{outcome:?}");
+        Ok(())
+    }
+}
+
+fn exporter_of<S>(conn: &rustls::ConnectionCommon<S>) -> Option<Vec<u8>> {
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    let mut out = vec![0u8; 32];
+    conn.export_keying_material(&mut out, b"EXPORTER-Channel-Binding", None)
+        .ok()?;
+    Some(out)
+}
+
 fn failure_condition(el: &Element) -> String {
     el.children()
         .next()
@@ -379,6 +430,7 @@ impl Client {
             events: VecDeque::new(),
             jid: String::new(),
             tls: false,
+            exporter: None,
         }
     }
 

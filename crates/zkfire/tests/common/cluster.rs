@@ -127,3 +127,95 @@ impl TestCluster {
         }
     }
 }
+
+/// The values of `key=` in a log line (tracing's `key=value` fields).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl TestCluster {
+    /// Like [`TestCluster::start`], on a PostgreSQL of its own (not the one
+    /// shared by the other tests), so the test may stop and start it
+    /// (`cluster.pg.stop()`, `cluster.pg.start_stopped()`).
+    pub fn start_with_own_postgres(n: usize) -> TestCluster {
+        let zk = ZooKeeper::standalone().expect("ZooKeeper (Debian package zookeeper)");
+        let pg =
+            Arc::new(PostgresInstance::start().expect("PostgreSQL (Debian package postgresql)"));
+        let db_url = pg.fresh_database().expect("database");
+        let root = format!("/zkfire-test-{}", free_port());
+        let mut cluster = TestCluster {
+            zk: Zk::Standalone(zk),
+            pg,
+            db_url,
+            root,
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = cluster.start_node_with(i, SECRET);
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    /// The incarnation node `i` last joined with, from its log.
+    pub fn incarnation(&self, i: usize) -> Option<u64> {
+        self.node(i)
+            .log()
+            .lines()
+            .filter(|l| l.contains("serving as a cluster member"))
+            .filter_map(|l| field(l, "incarnation")?.parse().ok())
+            .last()
+    }
+
+    /// Starts node `i` again as a new process (same node id, new ports and
+    /// data folder) once it serves, after it was stopped or killed (a
+    /// process still running is killed first). Returns the previous
+    /// process's server, whose log the caller may keep.
+    pub fn restart_node(&mut self, i: usize) -> Option<TestServer> {
+        let mut old = self.nodes[i].take();
+        if let Some(old) = old.as_mut() {
+            old.kill();
+        }
+        let node = self.start_node_with(i, SECRET);
+        self.nodes[i] = Some(node);
+        old
+    }
+
+    /// Waits until every running node has a bus link to the current
+    /// incarnation of every other running node (unlike
+    /// [`wait_connected`](Self::wait_connected), right also after restarts).
+    pub fn wait_mesh(&self, timeout: Duration) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect();
+        let deadline = std::time::Instant::now() + timeout;
+        for &i in &running {
+            for &j in &running {
+                if i == j {
+                    continue;
+                }
+                let peer = format!("n{}", j + 1);
+                loop {
+                    let inc = self.incarnation(j).map(|v| v.to_string());
+                    let log = self.node(i).log();
+                    let up = log.lines().any(|l| {
+                        l.contains("cluster peer connected")
+                            && field(l, "peer") == Some(peer.as_str())
+                            && field(l, "incarnation") == inc.as_deref()
+                    });
+                    if up {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        panic!(
+                            "node n{} not connected to {peer} (incarnation {inc:?}):\n{log}",
+                            i + 1
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
