@@ -73,6 +73,15 @@ impl TestCluster {
 
     /// Starts node `i` (a new process) with the given secret.
     pub fn start_node_with(&self, i: usize, secret: &str) -> TestServer {
+        self.start_node_extra(i, secret, &[])
+    }
+
+    /// Starts node `i` with further config lines (section, `key = value`).
+    pub fn start_node_with_extra(&self, i: usize, extra: &[(&str, &str)]) -> TestServer {
+        self.start_node_extra(i, SECRET, extra)
+    }
+
+    fn start_node_extra(&self, i: usize, secret: &str, extra: &[(&str, &str)]) -> TestServer {
         let listen = format!("listen = \"127.0.0.1:{}\"", free_port());
         let node_id = format!("node_id = \"n{}\"", i + 1);
         let secret = format!("secret = \"{secret}\"");
@@ -80,18 +89,20 @@ impl TestCluster {
         let connect = format!("connect = \"{}\"", self.zk.connect_string());
         let root = format!("root = \"{}\"", self.root);
         let timeout = format!("session_timeout_ms = {SESSION_TIMEOUT_MS}");
-        let server = TestServer::with_config(&[
+        let mut lines = vec![
             ("cluster", "enabled = true"),
-            ("cluster", &node_id),
-            ("cluster", &listen),
-            ("cluster", &secret),
+            ("cluster", node_id.as_str()),
+            ("cluster", listen.as_str()),
+            ("cluster", secret.as_str()),
             ("cluster", "heartbeat_ms = 300"),
             ("server", "log_level = \"info,zkfire=trace\""),
-            ("storage", &url),
-            ("zookeeper", &connect),
-            ("zookeeper", &root),
-            ("zookeeper", &timeout),
-        ]);
+            ("storage", url.as_str()),
+            ("zookeeper", connect.as_str()),
+            ("zookeeper", root.as_str()),
+            ("zookeeper", timeout.as_str()),
+        ];
+        lines.extend_from_slice(extra);
+        let server = TestServer::with_config(&lines);
         server.wait_log("serving as a cluster member", Duration::from_secs(30));
         server
     }
