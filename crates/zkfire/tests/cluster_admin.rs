@@ -170,3 +170,30 @@ async fn stopping_node_sends_clients_to_a_live_peer() {
     assert!(cluster.node_mut(0).stop());
     assert_eq!(a.closed().await, Closed::Error("see-other-host".into()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_credentials_protect_what_zkfire_creates() {
+    let mut cluster = TestCluster::start(0);
+    let digest = ("zookeeper", "digest = \"zkfire:zk-secret\"");
+    let node = cluster.start_node_with_extra(0, &[digest]);
+    cluster.nodes.push(Some(node));
+    let own = format!("{}/nodes/n1", cluster.root);
+    // Without the credentials ZooKeeper refuses to show the member znode...
+    let anonymous = zookeeper_client::Client::connect(&cluster.zk.connect_string())
+        .await
+        .expect("connect");
+    assert!(matches!(
+        anonymous.get_data(&own).await,
+        Err(zookeeper_client::Error::NoAuth)
+    ));
+    // ...and with them it does.
+    let authed = zookeeper_client::Client::connector()
+        .with_auth("digest", b"zkfire:zk-secret")
+        .connect(&cluster.zk.connect_string())
+        .await
+        .expect("connect");
+    assert!(authed.get_data(&own).await.is_ok());
+    // The status command uses the same credentials.
+    let out = cluster.node(0).cli(&["cluster", "status"]);
+    assert!(stdout(&out).contains("1 member(s)"), "{}", stdout(&out));
+}
