@@ -151,24 +151,6 @@ impl Element {
         self.children_mut().find(|c| c.is(name, ns))
     }
 
-    /// The first child element of any name in this namespace.
-    pub fn child_ns(&self, ns: &str) -> Option<&Element> {
-        self.children().find(|c| c.ns == ns)
-    }
-
-    /// Removes every child element with this name and namespace; returns how many.
-    pub fn remove_children(&mut self, name: &str, ns: &str) -> usize {
-        let before = self.nodes.len();
-        self.nodes
-            .retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
-        before - self.nodes.len()
-    }
-
-    /// Removes and returns all child nodes.
-    pub fn take_nodes(&mut self) -> Vec<Node> {
-        std::mem::take(&mut self.nodes)
-    }
-
     /// The concatenated character data directly inside this element.
     pub fn text(&self) -> String {
         let mut out = String::new();

@@ -83,11 +83,6 @@ impl Server {
         self.redirect_to.read().ok().and_then(|r| r.clone())
     }
 
-    /// Whether `bare` is an administrator.
-    pub fn is_admin(&self, bare: &str) -> bool {
-        self.config.server.admins.iter().any(|a| a == bare)
-    }
-
     /// The blocklist of an account: from memory when it has sessions here,
     /// else from storage.
     pub async fn blocklist(&self, bare: &str) -> Arc<Vec<String>> {

@@ -120,3 +120,42 @@ async fn resume_of_unknown_session_fails_and_bind_still_works() {
     assert!(failed.child("item-not-found", ns::STANZA_ERRORS).is_some());
     assert!(c.bind(Some("x")).await.ends_with("/x"));
 }
+
+#[tokio::test]
+async fn client_that_never_acknowledges_is_closed_and_nothing_is_lost() {
+    let server = TestServer::with_config(&[("stream_management", "max_unacked = 5")]);
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let mut bob = Client::login(&server, "bob", "pw", "phone").await;
+    enable_sm(&mut bob).await;
+    bob.available().await;
+    let mut alice = Client::login(&server, "alice", "pw", "desk").await;
+    for i in 0..10 {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat'><body>n{i}</body></message>"
+            ))
+            .await;
+    }
+    // Bob reads but never answers <r/>: the server gives up on him.
+    match bob.closed().await {
+        common::client::Closed::Error(c) => assert_eq!(c, "policy-violation"),
+        other => panic!("{other:?}"),
+    }
+    alice
+        .iq(
+            "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "p",
+        )
+        .await;
+    // Every message bob did not acknowledge is waiting for him.
+    let mut bob = Client::login(&server, "bob", "pw", "laptop").await;
+    bob.send("<presence/>").await;
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let m = bob.next_matching(|e| e.name() == "message").await;
+        got.push(body(&m).unwrap_or_default());
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+    assert_eq!(got, want);
+}

@@ -35,10 +35,6 @@ impl ConnLimiter {
             open: self.open.clone(),
         })
     }
-
-    pub fn open_from(&self, ip: IpAddr) -> usize {
-        self.open.get(&ip).map(|c| *c).unwrap_or(0)
-    }
 }
 
 impl Drop for ConnSlot {

@@ -249,11 +249,15 @@ impl Session {
         match cmd {
             SessionCommand::Deliver(stanza) => {
                 let Some(s) = stream.as_mut() else {
-                    // Detached: keep it for the resumed stream.
+                    // Detached: keep it for the resumed stream, within bounds.
                     if let Some(sm) = self.sm.as_mut() {
                         sm.sent(stanza);
                     }
-                    return End::No;
+                    return if self.too_many_unacked() {
+                        End::Over
+                    } else {
+                        End::No
+                    };
                 };
                 self.write(s, stanza);
                 // Take whatever else is already queued, and write it in one go.
@@ -267,6 +271,16 @@ impl Session {
                     n += 1;
                 }
                 self.request_ack(s);
+                if self.too_many_unacked() {
+                    // A client that never acknowledges would hold every stanza forever.
+                    s.close_with_error(
+                        &self.server.domain,
+                        "policy-violation",
+                        Some("too many unacknowledged stanzas"),
+                    )
+                    .await;
+                    return End::Over;
+                }
                 if self.flush(s).await.is_err() {
                     return self.connection_lost();
                 }
@@ -391,10 +405,14 @@ impl Session {
                 sm.ack_requested = true;
                 stream.queue(&request_element());
             }
-            if sm.unacked.len() > self.server.config.stream_management.max_unacked {
-                tracing::warn!(jid = %self.handle.full_jid, "client does not acknowledge stanzas");
-            }
         }
+    }
+
+    /// More stanzas wait for an acknowledgement than `[stream_management] max_unacked`.
+    fn too_many_unacked(&self) -> bool {
+        self.sm
+            .as_ref()
+            .is_some_and(|sm| sm.unacked.len() > self.server.config.stream_management.max_unacked)
     }
 
     /// XEP-0198 section 5: a new connection takes over this session.
