@@ -1,9 +1,13 @@
 """Fixtures of the zkfire interop suite.
 
 Each test gets a fresh server (fresh database, the accounts alice, bob and
-carol created with the command line tool) and runs once per storage backend:
+carol created with the command line tool) and runs once per backend:
 
-    --backend sqlite|postgres|all      (or ZKFIRE_INTEROP_BACKEND; default all)
+    --backend sqlite|postgres|cluster|all   (or ZKFIRE_INTEROP_BACKEND; default all)
+
+`cluster` is three zkfire nodes on one PostgreSQL database and one private
+ZooKeeper; clients are spread over the nodes (alice on node 1, bob on node 2,
+carol on node 3, a user's second resource on another node than the first).
 
 ZKFIRE_INTEROP_SERVER=prosody runs the same tests against Prosody instead, to
 check the tests themselves.
@@ -21,10 +25,12 @@ import pytest
 
 from interop_support.certs import CertificateSet, make_certificates
 from interop_support.postgres import PostgresInstance
-from interop_support.servers import ProsodyServer, ZkfireServer, zkfire_binary
+from interop_support.servers import ProsodyServer, ZkfireCluster, ZkfireServer, zkfire_binary
+from interop_support.zookeeper import ZooKeeperInstance
 
 DOMAIN = "localhost"
-BACKENDS = ("sqlite", "postgres")
+BACKENDS = ("sqlite", "postgres", "cluster")
+CLUSTER_NODES = 3
 # Accounts every test server starts with.
 DEFAULT_USERS = {
     "alice": "alice-secret-1",
@@ -44,8 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backend",
         default=os.environ.get("ZKFIRE_INTEROP_BACKEND", "all"),
-        choices=("sqlite", "postgres", "all"),
-        help="storage backend(s) the zkfire server runs on (default: all)",
+        choices=(*BACKENDS, "all"),
+        help="what the tests run against: one zkfire on SQLite or PostgreSQL, "
+        "or a three-node cluster on PostgreSQL and ZooKeeper (default: all)",
     )
 
 
@@ -89,9 +96,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
     if report.failed:
         for server in getattr(item, "interop_servers", []):
-            report.sections.append(
-                (f"{server.name} log (last lines)", server.log_tail(400) or "(empty)")
-            )
+            for node in getattr(server, "nodes", [server]):
+                report.sections.append(
+                    (f"{node.name} log (last lines)", node.log_tail(400) or "(empty)")
+                )
     return report
 
 
@@ -114,6 +122,17 @@ def postgres() -> Any:
         instance.stop()
 
 
+@pytest.fixture(scope="session")
+def zookeeper() -> Any:
+    """One standalone ZooKeeper for the whole run; each cluster gets its own znode root."""
+    instance = ZooKeeperInstance()
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+
+
 class ServerFactory:
     """Creates the servers of one test; the fixture stops them all afterwards."""
 
@@ -129,7 +148,7 @@ class ServerFactory:
         if self.backend == "sqlite":
             workdir.mkdir(parents=True, exist_ok=True)
             return f"sqlite://{(workdir / 'zkfire.db').resolve()}"
-        if self.backend == "postgres":
+        if self.backend in ("postgres", "cluster"):
             return self.request.getfixturevalue("postgres").create_database()
         raise ValueError(f"unknown backend {self.backend!r}")
 
@@ -139,10 +158,23 @@ class ServerFactory:
         users: dict[str, str] | None = None,
         start: bool = True,
     ) -> Any:
-        """A server with `users` (default: alice, bob, carol) and config `overrides`."""
+        """A server (or, for the cluster backend, a cluster) with `users`
+        (default: alice, bob, carol) and config `overrides` (on every node)."""
         index = len(self.servers) + 1
         if self.backend == "prosody":
             server: Any = ProsodyServer(domain=DOMAIN, certs=self.certs, overrides=overrides, name=f"prosody{index}")
+        elif self.backend == "cluster":
+            workdir = self.tmp_path / f"cluster{index}"
+            server = ZkfireCluster(
+                count=CLUSTER_NODES,
+                workdir=workdir,
+                domain=DOMAIN,
+                storage_url=self.storage_url(workdir),
+                certs=self.certs,
+                zookeeper=self.request.getfixturevalue("zookeeper").connect_string,
+                name=f"zkfire{index}",
+                overrides=overrides,
+            )
         else:
             workdir = self.tmp_path / f"server{index}"
             server = ZkfireServer(
@@ -184,7 +216,13 @@ def server_factory(request: pytest.FixtureRequest, backend: str, certs: Certific
 
 @pytest.fixture
 def server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> Any:
-    """A running server with the default accounts; `@pytest.mark.server_config({...})` overrides its config."""
+    """A running server with the default accounts; `@pytest.mark.server_config({...})` overrides its config.
+
+    A test marked `@pytest.mark.cluster_only(reason)` is skipped unless the
+    backend is `cluster`."""
+    only = request.node.get_closest_marker("cluster_only")
+    if only is not None and server_factory.backend != "cluster":
+        pytest.skip(f"cluster only: {only.args[0] if only.args else 'needs several nodes'}")
     marker = request.node.get_closest_marker("server_config")
     overrides = marker.args[0] if marker else None
     return server_factory.create(overrides=overrides)

@@ -1,4 +1,12 @@
-"""Stream management (XEP-0198): resumption after the connection was cut."""
+"""Stream management (XEP-0198): resumption after the connection was cut.
+
+On the cluster backend a client reconnects to the node that held its
+session (an XmppClient keeps its node), as a client reconnecting to the same
+address does; the messages sent while it is away still cross nodes (alice
+and bob are on two). The `*_on_another_node` tests resume through a third
+node, which must take the session over from the node that held it
+(docs/cluster.md, "Stream management"); they run on the cluster backend only.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +17,26 @@ from interop_support.client import Clients
 from interop_support.scenarios import befriend
 
 
+def _other_node(server, client):
+    """A node of the cluster `server` other than the one `client` is on
+    (the last one: with three nodes, neither bob's nor alice's)."""
+    return [node for node in server.nodes if node is not client.server][-1]
+
+
 @pytest.mark.parametrize("tls", ["starttls", "direct"])
 @async_test
 async def test_resume_after_cut(server, tls):
+    await _resume_after_cut(server, tls, another_node=False)
+
+
+@pytest.mark.cluster_only("resumption through another node needs a cluster")
+@pytest.mark.parametrize("tls", ["starttls", "direct"])
+@async_test
+async def test_resume_on_another_node(server, tls):
+    await _resume_after_cut(server, tls, another_node=True)
+
+
+async def _resume_after_cut(server, tls, *, another_node):
     async with Clients(server) as clients:
         alice = await clients.login("alice")
         bob = await clients.login("bob", stream_management=True, tls=tls)
@@ -29,6 +54,8 @@ async def test_resume_after_cut(server, tls):
             alice.send_chat(bound_jid, body)
         await alice.ping_server()
 
+        if another_node:
+            bob.move_to(_other_node(server, bob))
         await bob.connect(expect="session_resumed")
         assert bob.jid == bound_jid
 
@@ -56,11 +83,24 @@ async def test_resume_after_cut(server, tls):
 @async_test
 async def test_resumed_session_keeps_presence(server):
     """Contacts do not see the user go offline during a resumed cut."""
+    await _resumed_session_keeps_presence(server, another_node=False)
+
+
+@pytest.mark.cluster_only("resumption through another node needs a cluster")
+@async_test
+async def test_resumed_on_another_node_keeps_presence(server):
+    """Nor when the session is resumed through another node."""
+    await _resumed_session_keeps_presence(server, another_node=True)
+
+
+async def _resumed_session_keeps_presence(server, *, another_node):
     async with Clients(server) as clients:
         alice = await clients.login("alice")
         bob = await clients.login("bob", stream_management=True)
         await befriend(alice, bob)
         await bob.cut()
+        if another_node:
+            bob.move_to(_other_node(server, bob))
         await bob.connect(expect="session_resumed")
         await alice.presences.expect_none(
             lambda p: p["from"].bare == bob.bare and p["type"] == "unavailable",

@@ -171,6 +171,12 @@ async fn graceful_stop_is_a_clean_leave() {
     b.available().await;
     befriend(&mut a, &mut b).await;
     assert!(cluster.node_mut(1).stop(), "clean exit");
+    // It deleted its znode on the way out: peers need not wait for a timeout.
+    assert!(
+        cluster.node(1).log().contains("left the cluster"),
+        "{}",
+        cluster.node(1).log()
+    );
     a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
         .await;
     match b.closed().await {

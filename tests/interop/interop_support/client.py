@@ -114,7 +114,11 @@ class Inbox:
 
 
 class XmppClient:
-    """One slixmpp client of a test user."""
+    """One slixmpp client of a test user.
+
+    `server` is a server, or a cluster: then the client connects to the node
+    `server.place(user)` gives, and `self.server` is that node.
+    """
 
     def __init__(
         self,
@@ -127,15 +131,22 @@ class XmppClient:
         resource: str | None = None,
         stream_management: bool = False,
         plugins: Iterable[str] = (),
+        node: int | None = None,
     ):
         if tls not in ("starttls", "direct"):
             raise ValueError(f"tls must be 'starttls' or 'direct', not {tls!r}")
+        # On a cluster the client connects to one node, chosen by the cluster
+        # (`node`, an index, to choose it here), and stays with it: a
+        # reconnection, stream resumption included, goes to the same node.
+        place = getattr(server, "place", None)
+        if place is not None:
+            server = place(user, node)
         self.server = server
         self.user = user
         self.tls = tls
         self.bare = f"{user}@{server.domain}"
         jid = self.bare + (f"/{resource}" if resource else "")
-        self.name = jid
+        self.name = jid if place is None else f"{jid} (on {server.name})"
 
         context = ssl.create_default_context(cafile=str(server.ca_cert))
         context.check_hostname = True
@@ -251,6 +262,11 @@ class XmppClient:
             f"SASL mechanisms offered {offered})",
             condition,
         )
+
+    def move_to(self, node: Any) -> None:
+        """Make the next connect() go to `node` (another node of the same cluster)."""
+        self.server = node
+        self.name = f"{self.name.split(' (on ', 1)[0]} (on {node.name})"
 
     async def disconnect(self, timeout: float = TIMEOUT) -> None:
         """Close the stream politely and wait until the server closed it too."""

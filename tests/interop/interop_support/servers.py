@@ -1,8 +1,9 @@
 """Server processes under test.
 
 `ZkfireServer` runs one `zkfire serve` process with a config file the suite
-writes; `ZkfireCluster` runs N of them on one shared database (each node with
-its own ports, data folder and config additions). `ProsodyServer` runs
+writes; `ZkfireCluster` runs N of them as one cluster: one shared database,
+one ZooKeeper, each node with its own ports, data folder and bus port, and
+`place(user)` to spread clients over the nodes. `ProsodyServer` runs
 Prosody with the same interface; it is only used to check the tests
 themselves (ZKFIRE_INTEROP_SERVER=prosody).
 
@@ -18,6 +19,8 @@ import copy
 import json
 import os
 import pwd
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -135,6 +138,9 @@ class ZkfireServer:
         self.passwords: dict[str, str] = {}
         self.process: subprocess.Popen | None = None
         self._log_file = None
+        self._log_offset = 0
+        self._stop_signalled = False
+        self.node_id: str | None = None  # set by ZkfireCluster
         self.config: dict[str, Any] = {
             "server": {
                 "domain": domain,
@@ -198,11 +204,16 @@ class ZkfireServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = START_TIMEOUT) -> None:
+    def spawn(self) -> None:
+        """Start the process without waiting for it (see wait_ready)."""
         if not self.binary.exists():
             raise ServerError(
                 f"zkfire binary not found at {self.binary} (build it, or set ZKFIRE_BIN)"
             )
+        try:
+            self._log_offset = self.log_path.stat().st_size
+        except OSError:
+            self._log_offset = 0
         self._log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(self.binary), "serve", "--config", str(self.config_path)],
@@ -213,29 +224,71 @@ class ZkfireServer:
             start_new_session=True,
         )
         _live.add(self.process)
+
+    def start_failed(self, error: object) -> ServerError:
+        code = self.process.poll() if self.process is not None else None
+        return ServerError(
+            f"{self.name} did not start ({error}; exit code {code}).\n"
+            f"--- config ---\n{self.config_path.read_text()}\n"
+            f"--- log ---\n{self.log_tail()}"
+        )
+
+    def wait_ready(self, deadline: float) -> None:
+        """Wait (until the time.monotonic() `deadline`) for both client ports."""
         try:
-            deadline = time.monotonic() + timeout
             for port in (self.c2s_port, self.tls_port):
                 wait_for_port(port, max(1.0, deadline - time.monotonic()), alive=lambda: self.running)
         except (RuntimeError, TimeoutError) as error:
-            code = self.process.poll()
-            raise ServerError(
-                f"{self.name} did not start ({error}; exit code {code}).\n"
-                f"--- config ---\n{self.config_path.read_text()}\n"
-                f"--- log ---\n{self.log_tail()}"
-            ) from None
+            raise self.start_failed(error) from None
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM and wait. Raises ServerError when the server did not stop cleanly."""
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.spawn()
+        self.wait_ready(time.monotonic() + timeout)
+
+    def log_since_start(self) -> str:
+        """What the process logged since its last spawn()."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern: str, deadline: float) -> re.Match:
+        """Wait until a line of the log (since the last start) matches the
+        regular expression `pattern`; return the match."""
+        compiled = re.compile(pattern, re.MULTILINE)
+        while True:
+            match = compiled.search(self.log_since_start())
+            if match is not None:
+                return match
+            if not self.running:
+                raise self.start_failed(f"exited before logging /{pattern}/")
+            if time.monotonic() > deadline:
+                raise self.start_failed(f"nothing matching /{pattern}/ in its log in time")
+            time.sleep(0.05)
+
+    def signal_stop(self) -> None:
+        """Send SIGTERM without waiting (see wait_stopped)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            self._stop_signalled = True
+
+    def wait_stopped(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Wait for the process after signal_stop(). Raises ServerError when it did
+        not stop cleanly."""
         if self.process is None:
             return
         process, self.process = self.process, None
         _live.discard(process)
+        signalled, self._stop_signalled = self._stop_signalled, False
         problem = None
-        if process.poll() is not None:
+        if not signalled and process.poll() is not None:
             problem = f"{self.name} had exited on its own with code {process.returncode}"
         else:
-            process.send_signal(signal.SIGTERM)
+            if not signalled:
+                process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
                 if process.returncode != 0:
@@ -249,6 +302,10 @@ class ZkfireServer:
             self._log_file = None
         if problem:
             raise ServerError(f"{problem}\n--- log ---\n{self.log_tail()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM and wait. Raises ServerError when the server did not stop cleanly."""
+        self.wait_stopped(timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (for failure tests)."""
@@ -274,13 +331,27 @@ class ZkfireServer:
             raise ServerError(f"{self.name} panicked:\n{self.log_tail()}")
 
 
+CLUSTER_SECRET = "a-cluster-secret-for-tests"
+# How long ZooKeeper waits before it declares a silent node dead.
+CLUSTER_SESSION_TIMEOUT_MS = 4000
+
+
 class ZkfireCluster:
     """N zkfire nodes serving one domain from one shared database.
 
-    `node_overrides(index, nodes)` returns the config additions of node
-    `index` (for example its [cluster] section, which can name the other
-    nodes: all nodes' ports are known before any node starts).
-    Only single-node runs use this today.
+    Every node has its own folder, client ports and cluster bus port, and the
+    same certificate, secret, ZooKeeper (`zookeeper`, a connect string) and
+    znode root (`root`, fresh for each cluster). `node_overrides(index,
+    nodes)` returns further config additions of node `index` (all ports are
+    known before any node starts).
+
+    The cluster has the interface of one server (domain, host, c2s_port and
+    tls_port of node 1, ca_cert, passwords, add_user, start, stop, logs), and
+    `place(user)` says which node a client of `user` connects to: users get a
+    home node round robin in the order they are first seen (alice node 1, bob
+    node 2, carol node 3, the next one node 1 again, ...), and each further
+    client of the same user goes to the node after the previous one, so two
+    resources of one user are on two different nodes.
     """
 
     kind = "zkfire"
@@ -293,40 +364,141 @@ class ZkfireCluster:
         domain: str,
         storage_url: str,
         certs: CertificateSet,
+        zookeeper: str,
+        root: str | None = None,
+        name: str = "cluster",
         overrides: dict | None = None,
         node_overrides: Callable[[int, list[ZkfireServer]], dict] | None = None,
     ):
+        self.name = name
+        self.domain = domain
+        self.host = LOOPBACK
+        self.ca_cert = certs.ca_cert
+        self.passwords: dict[str, str] = {}
+        self.root = root or f"/zkfire-interop-{secrets.token_hex(6)}"
         self.nodes = [
             ZkfireServer(
                 workdir=workdir / f"node{i + 1}",
                 domain=domain,
                 storage_url=storage_url,
                 certs=certs,
-                name=f"zkfire-node{i + 1}",
+                name=f"{name}-node{i + 1}",
                 overrides=overrides,
             )
             for i in range(count)
         ]
-        if node_overrides is not None:
-            for index, node in enumerate(self.nodes):
+        for index, node in enumerate(self.nodes):
+            node.node_id = f"n{index + 1}"
+            node.passwords = self.passwords
+            deep_merge(
+                node.config,
+                {
+                    "cluster": {
+                        "enabled": True,
+                        "node_id": node.node_id,
+                        "listen": f"{LOOPBACK}:{free_port()}",
+                        "secret": CLUSTER_SECRET,
+                        "heartbeat_ms": 300,
+                        "client_address": f"{LOOPBACK}:{node.c2s_port}",
+                    },
+                    "zookeeper": {
+                        "connect": zookeeper,
+                        "root": self.root,
+                        "session_timeout_ms": CLUSTER_SESSION_TIMEOUT_MS,
+                    },
+                },
+            )
+            if node_overrides is not None:
                 deep_merge(node.config, node_overrides(index, self.nodes))
-                node.write_config()
+            node.write_config()
+        self._homes: dict[str, int] = {}
+        self._placements: dict[str, int] = {}
+
+    # where clients go
+
+    def home(self, user: str) -> int:
+        """The index of `user`'s home node (round robin in order of first appearance)."""
+        if user not in self._homes:
+            self._homes[user] = len(self._homes) % len(self.nodes)
+        return self._homes[user]
+
+    def place(self, user: str, node: int | None = None) -> ZkfireServer:
+        """The node the next client of `user` connects to (`node`: an index, to choose)."""
+        count = self._placements.get(user, 0)
+        self._placements[user] = count + 1
+        if node is None:
+            node = self.home(user) + count
+        return self.nodes[node % len(self.nodes)]
+
+    # the interface of one server
+
+    @property
+    def c2s_port(self) -> int:
+        return self.nodes[0].c2s_port
+
+    @property
+    def tls_port(self) -> int:
+        return self.nodes[0].tls_port
 
     def add_user(self, user: str, password: str) -> None:
         # The database is shared: one node's tool creates it for all.
         self.nodes[0].add_user(user, password)
-        for node in self.nodes[1:]:
-            node.passwords[user] = password
+        self.home(user)
 
-    def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        return all(node.running for node in self.nodes)
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start every node; return once each serves as a cluster member and is
+        connected to every other node over the bus."""
+        deadline = time.monotonic() + timeout
         for node in self.nodes:
-            node.start()
+            node.spawn()
+        for node in self.nodes:
+            node.wait_ready(deadline)
+        incarnations = {}
+        for node in self.nodes:
+            match = node.wait_log(r"serving as a cluster member\b.*\bincarnation=(\d+)", deadline)
+            incarnations[node.node_id] = match.group(1)
+        # Each node's bus is up with the current incarnation of every other node.
+        for node in self.nodes:
+            for peer in self.nodes:
+                if peer is not node:
+                    node.wait_log(
+                        rf"cluster peer connected\b.*\bpeer={peer.node_id}\b"
+                        rf".*\bincarnation={incarnations[peer.node_id]}\b",
+                        deadline,
+                    )
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM to every node at once, then wait for each."""
+        for node in self.nodes:
+            node.signal_stop()
         errors = []
         for node in self.nodes:
             try:
-                node.stop()
+                node.wait_stopped(timeout)
+            except ServerError as error:
+                errors.append(str(error))
+        if errors:
+            raise ServerError("\n\n".join(errors))
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def log_text(self) -> str:
+        return "\n".join(f"===== {node.name}\n{node.log_text()}" for node in self.nodes)
+
+    def log_tail(self, lines: int = 300) -> str:
+        return "\n".join(f"===== {node.name}\n{node.log_tail(lines)}" for node in self.nodes)
+
+    def check_log(self) -> None:
+        errors = []
+        for node in self.nodes:
+            try:
+                node.check_log()
             except ServerError as error:
                 errors.append(str(error))
         if errors:

@@ -110,14 +110,15 @@ async fn members_of(client: &zk::Client, root: &str, children: Vec<String>) -> V
 }
 
 /// Runs membership until `shutdown`; events go to the returned channel.
-/// `sessions` tells how many client sessions this node has.
+/// `sessions` tells how many client sessions this node has. The task must
+/// be awaited at shutdown: it deletes this node's znode on its way out.
 pub fn spawn(
     config: MembershipConfig,
     sessions: Arc<dyn Fn() -> usize + Send + Sync>,
     shutdown: CancellationToken,
-) -> mpsc::UnboundedReceiver<Event> {
+) -> (mpsc::UnboundedReceiver<Event>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             match run_session(&config, &sessions, &tx, &shutdown).await {
@@ -133,7 +134,7 @@ pub fn spawn(
             }
         }
     });
-    rx
+    (rx, task)
 }
 
 /// One ZooKeeper session: join, watch, until it expires (Err) or shutdown (Ok).

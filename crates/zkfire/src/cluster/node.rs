@@ -25,6 +25,7 @@ pub struct ClusterNode {
     token: CancellationToken,
     managed: Option<ManagedZooKeeper>,
     task: tokio::task::JoinHandle<()>,
+    membership: tokio::task::JoinHandle<()>,
 }
 
 impl ClusterNode {
@@ -32,6 +33,9 @@ impl ClusterNode {
     pub async fn stop(self) {
         self.token.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        // Membership deletes this node's znode as it ends, so peers drop the
+        // node at once rather than after the session timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.membership).await;
         if let Some(zk) = self.managed {
             zk.stop().await;
         }
@@ -68,7 +72,7 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
     };
     let counter = server.clone();
     let sessions = Arc::new(move || counter.directory.session_count());
-    let events = membership::spawn(membership_config, sessions, token.clone());
+    let (events, membership) = membership::spawn(membership_config, sessions, token.clone());
     let bus_config = BusConfig {
         node_id: c.node_id.clone(),
         incarnation: 0,
@@ -85,6 +89,7 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
         token,
         managed,
         task,
+        membership,
     })
 }
 

@@ -161,7 +161,8 @@ impl TestServer {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Sends SIGTERM and waits for the exit; returns whether it was clean.
+    /// Sends SIGTERM and waits for the exit; returns whether it was clean
+    /// (exit status 0, and no panic anywhere in the log).
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
@@ -172,7 +173,7 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
+                return status.success() && !self.log().contains("panicked at");
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
