@@ -11,7 +11,7 @@ use crate::ports::free_port;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use tempfile::TempDir;
 
@@ -45,7 +45,9 @@ pub struct PostgresInstance {
     /// Server-side tools run through `runuser -u postgres`: we are root,
     /// which initdb and postgres refuse.
     as_os_user: bool,
-    running: bool,
+    /// Whether the server process is up; [`stop`](Self::stop) and
+    /// [`start_stopped`](Self::start_stopped) change it through a shared `Arc`.
+    running: AtomicBool,
 }
 
 impl PostgresInstance {
@@ -72,7 +74,7 @@ impl PostgresInstance {
             dir,
             port: 0,
             as_os_user,
-            running: false,
+            running: AtomicBool::new(false),
         };
         pg.init_cluster()?;
         pg.start_server()?;
@@ -196,7 +198,7 @@ impl PostgresInstance {
             match started {
                 Ok(_) => {
                     self.port = port;
-                    self.running = true;
+                    self.running.store(true, Ordering::SeqCst);
                     return Ok(());
                 }
                 Err(e) => {
@@ -216,9 +218,78 @@ impl PostgresInstance {
     }
 }
 
+/// Stopping and starting a running instance, keeping its data and port:
+/// for tests of what clients of the database do while it is away. Take an
+/// instance of your own ([`PostgresInstance::start`]) for these, not the
+/// [`shared`](PostgresInstance::shared) one other tests are using.
+impl PostgresInstance {
+    /// Whether the server is up (as far as this handle knows).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server ("fast" mode: open connections are ended, the
+    /// data is kept, as an administrator's restart does). Does nothing when
+    /// it is already stopped.
+    pub fn stop(&self) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        run(
+            self.server_tool("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-m", "fast", "-w", "-t", "60", "stop"]),
+            "pg_ctl stop",
+        )?;
+        self.running.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Starts a server [`stop`](Self::stop)ped before, on the same port with
+    /// the same data; returns once it accepts connections. Does nothing
+    /// when it is running.
+    pub fn start_stopped(&self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let log = self.dir.path().join("server.log");
+        run(
+            self.server_tool("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(&log)
+                .args([
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    &format!("-p {}", self.port),
+                    "start",
+                ]),
+            "pg_ctl start (again)",
+        )
+        .map_err(|e| {
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            e.context(format!("server log:\n{log_text}"))
+        })?;
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// [`stop`](Self::stop), wait `pause`, then
+    /// [`start_stopped`](Self::start_stopped).
+    pub fn restart(&self, pause: std::time::Duration) -> Result<()> {
+        self.stop()?;
+        std::thread::sleep(pause);
+        self.start_stopped()
+    }
+}
+
 impl Drop for PostgresInstance {
     fn drop(&mut self) {
-        if !self.running {
+        if !self.running.load(Ordering::SeqCst) {
             return;
         }
         // Immediate: the data is thrown away anyway. The folder itself is
@@ -324,6 +395,32 @@ mod tests {
             find_bin_dir_in(root.path()).unwrap(),
             root.path().join("15").join("bin")
         );
+    }
+
+    #[test]
+    fn stop_and_start_keep_port_and_data() {
+        use super::PostgresInstance;
+        use std::net::TcpStream;
+        let pg = PostgresInstance::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let port = pg.port();
+        pg.create_database("kept")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        pg.stop().unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(!pg.is_running());
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "still listening"
+        );
+        pg.stop().unwrap_or_else(|e| panic!("{e:#}"));
+        pg.start_stopped().unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(pg.is_running());
+        assert_eq!(pg.port(), port);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        // The database made before the stop is still there.
+        assert!(pg.create_database("kept").is_err(), "data lost");
+        pg.restart(std::time::Duration::from_millis(100))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(pg.create_database("kept").is_err(), "data lost");
     }
 
     #[test]

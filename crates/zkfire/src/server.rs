@@ -31,6 +31,8 @@ pub struct Server {
     /// Blocklists (XEP-0191) of accounts with sessions here, so delivery needs
     /// no database query.
     pub blocklists: DashMap<String, Arc<Vec<String>>>,
+    /// Per-account queues of messages waiting to be stored offline.
+    pub offline_queues: DashMap<String, tokio::sync::mpsc::UnboundedSender<zkfire_xml::Element>>,
     /// Per-account lock around handing out offline messages.
     pub offline_flush: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// The cluster, when this node is part of one.
@@ -68,6 +70,7 @@ impl Server {
             sm: SmRegistry::default(),
             blocklists: DashMap::new(),
             offline_flush: DashMap::new(),
+            offline_queues: DashMap::new(),
             cluster: clustered.then(|| Arc::new(ClusterLink::default())),
             serving: AtomicBool::new(!clustered),
             redirect_to: RwLock::new(None),
@@ -90,13 +93,20 @@ impl Server {
             return list.clone();
         }
         let user = crate::jids::node_of(bare).unwrap_or_default();
-        let list = Arc::new(self.storage.blocklist(&user).await.unwrap_or_else(|e| {
-            tracing::error!(account = bare, "cannot read blocklist: {e}");
-            Vec::new()
-        }));
-        if self.directory.has_resources(bare) {
-            self.blocklists.insert(bare.to_string(), list.clone());
+        match self.storage.blocklist(&user).await {
+            Ok(list) => {
+                let list = Arc::new(list);
+                if self.directory.has_resources(bare) {
+                    self.blocklists.insert(bare.to_string(), list.clone());
+                }
+                list
+            }
+            Err(e) => {
+                // Not cached: the next stanza reads it again rather than
+                // trusting an empty list after the database is back.
+                tracing::error!(account = bare, "cannot read blocklist: {e}");
+                Arc::new(Vec::new())
+            }
         }
-        list
     }
 }

@@ -11,6 +11,9 @@ use tokio::time::Instant;
 use zkfire_sasl::{ChannelBinding, Failure, Mechanism, ServerSession, Step};
 use zkfire_xml::{ns, Element, StreamEvent};
 
+/// How long a login waits for the account's credentials.
+const CREDENTIALS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub enum AuthOutcome {
     /// Authenticated as this account (node).
     Success(String),
@@ -82,14 +85,29 @@ pub async fn authenticate(
                 let node = normalize_username(&username, &server.domain);
                 tokio::time::sleep(server.auth_throttle.delay(ip, node.as_deref())).await;
                 let creds = match &node {
-                    Some(n) => match server.storage.credentials(n).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!("storage: {e}");
-                            stream.queue(&sasl_failure(Failure::TemporaryAuthFailure.condition()));
-                            return AuthOutcome::Failed;
+                    // A database that does not answer soon gets the client a
+                    // temporary failure it can retry, not a silent wait.
+                    Some(n) => {
+                        match tokio::time::timeout(CREDENTIALS_WAIT, server.storage.credentials(n))
+                            .await
+                        {
+                            Ok(Ok(c)) => c,
+                            Ok(Err(e)) => {
+                                tracing::error!("storage: {e}");
+                                stream.queue(&sasl_failure(
+                                    Failure::TemporaryAuthFailure.condition(),
+                                ));
+                                return AuthOutcome::Failed;
+                            }
+                            Err(_) => {
+                                tracing::error!(account = %n, "storage did not answer the credentials look-up in time");
+                                stream.queue(&sasl_failure(
+                                    Failure::TemporaryAuthFailure.condition(),
+                                ));
+                                return AuthOutcome::Failed;
+                            }
                         }
-                    },
+                    }
                     None => None,
                 };
                 account = node;

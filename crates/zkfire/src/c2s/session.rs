@@ -98,8 +98,11 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
             old.close("conflict");
         }
     }
+    // Loaded now, so delivering to this account reads no database later,
+    // here or (announced with the session) on other nodes.
+    let blocklist = server.blocklist(&bare).await;
     if let Some(cluster) = &server.cluster {
-        cluster.announce(&handle);
+        cluster.announce(&handle, Some(blocklist));
     }
     tracing::info!(jid = %handle.full_jid, peer = %stream.peer(), resumed = handover.is_some(), "session started");
     if let Some((previd, _)) = &handover {
@@ -623,7 +626,12 @@ impl Session {
                     }
                     // Other nodes learn the id, so the client may resume through them.
                     if let Some(cluster) = &self.server.cluster {
-                        cluster.announce(&self.handle);
+                        let list = self
+                            .server
+                            .blocklists
+                            .get(&self.handle.bare_jid)
+                            .map(|l| l.clone());
+                        cluster.announce(&self.handle, list);
                     }
                 }
                 stream.queue(&enabled);

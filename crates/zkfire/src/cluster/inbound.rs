@@ -94,7 +94,7 @@ fn send_snapshot(server: &Server, peer: &PeerInfo) {
         .directory
         .all_local()
         .iter()
-        .map(|s| state_of(s))
+        .map(|s| state_of(s, server.blocklists.get(&s.bare_jid).map(|l| l.clone())))
         .collect();
     if !link.send(&peer.node_id, &BusMessage::Snapshot { sessions }) {
         tracing::warn!(peer = %peer.node_id, "could not send the session snapshot");
@@ -106,6 +106,11 @@ fn remote_session(
     node_id: &str,
     state: &SessionState,
 ) -> Option<Arc<RemoteSession>> {
+    if let (Some(list), Some((bare, _))) = (&state.blocklist, state.full_jid.split_once('/')) {
+        server
+            .blocklists
+            .insert(bare.to_string(), Arc::new(list.clone()));
+    }
     let link = server.cluster.clone()?;
     let presence =
         PresenceState::from_announced(state.available, state.priority, state.presence.as_deref());
@@ -193,8 +198,12 @@ async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
                 offline::deliver_stored(server, &session).await;
             }
         }
-        BusMessage::BlocklistChanged { bare_jid } => {
-            server.blocklists.remove(&bare_jid);
+        BusMessage::BlocklistChanged { bare_jid, list } => {
+            if server.directory.has_resources(&bare_jid) {
+                server.blocklists.insert(bare_jid, Arc::new(list));
+            } else {
+                server.blocklists.remove(&bare_jid);
+            }
         }
         BusMessage::ResumeRequest {
             id,

@@ -89,8 +89,8 @@ impl ClusterLink {
         }
     }
 
-    pub fn announce(&self, session: &LocalSession) {
-        self.broadcast(&BusMessage::Session(state_of(session)));
+    pub fn announce(&self, session: &LocalSession, blocklist: Option<Arc<Vec<String>>>) {
+        self.broadcast(&BusMessage::Session(state_of(session, blocklist)));
     }
 
     pub fn announce_gone(&self, session: &LocalSession) {
@@ -109,7 +109,7 @@ pub async fn answer_within<T>(
 }
 
 /// What is announced of a local session.
-pub fn state_of(session: &LocalSession) -> SessionState {
+pub fn state_of(session: &LocalSession, blocklist: Option<Arc<Vec<String>>>) -> SessionState {
     let p = session.presence();
     SessionState {
         full_jid: session.full_jid.clone(),
@@ -118,6 +118,7 @@ pub fn state_of(session: &LocalSession) -> SessionState {
         presence: p.last.as_ref().map(Element::to_xml),
         bound_at: session.bound_at,
         sm_id: session.sm_id(),
+        blocklist: blocklist.map(|l| l.as_ref().clone()),
     }
 }
 

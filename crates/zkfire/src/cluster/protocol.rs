@@ -18,6 +18,10 @@ pub struct SessionState {
     /// through any node (XEP-0198).
     #[serde(default)]
     pub sm_id: Option<String>,
+    /// The account's blocklist (XEP-0191), so every node can apply it to
+    /// stanzas for this account without reading the database.
+    #[serde(default)]
+    pub blocklist: Option<Vec<String>>,
 }
 
 /// Everything a session is, handed from the node that held it to the node
@@ -56,8 +60,8 @@ pub enum BusMessage {
     /// A message was stored offline for this account: a session of it that
     /// became available meanwhile should look at the store again.
     OfflineStored { bare_jid: String },
-    /// This account's blocklist changed: drop any cached copy.
-    BlocklistChanged { bare_jid: String },
+    /// This account's blocklist changed: here it is, replacing any cached copy.
+    BlocklistChanged { bare_jid: String, list: Vec<String> },
     /// A client resumed on the sender a session the receiver holds: hand it over.
     ResumeRequest {
         id: u64,

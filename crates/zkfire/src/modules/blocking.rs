@@ -214,21 +214,19 @@ async fn read_roster(server: &Server, node: &str) -> Vec<RosterItem> {
     }
 }
 
-/// Replaces the in-memory copy of the list, if the server keeps one, and
-/// tells the other nodes of a cluster to drop theirs.
+/// Replaces the in-memory copy of the list and gives the other nodes of a
+/// cluster the new list, so no node goes on applying the old one.
 async fn refresh_cache(server: &Server, node: &str, bare: &str) {
-    if let Some(cluster) = &server.cluster {
-        cluster.broadcast(&crate::cluster::protocol::BusMessage::BlocklistChanged {
-            bare_jid: bare.to_string(),
-        });
-    }
-    if !server.blocklists.contains_key(bare) {
-        return;
-    }
     match server.storage.blocklist(node).await {
         Ok(list) => {
-            if let Some(mut cached) = server.blocklists.get_mut(bare) {
-                *cached = Arc::new(list);
+            if let Some(cluster) = &server.cluster {
+                cluster.broadcast(&crate::cluster::protocol::BusMessage::BlocklistChanged {
+                    bare_jid: bare.to_string(),
+                    list: list.clone(),
+                });
+            }
+            if server.directory.has_resources(bare) {
+                server.blocklists.insert(bare.to_string(), Arc::new(list));
             }
         }
         Err(e) => {

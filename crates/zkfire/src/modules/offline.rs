@@ -35,11 +35,76 @@ fn worth_storing(stanza: &Element) -> bool {
             .is_some()
 }
 
+/// How long an account's store queue stays open without messages.
+const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Queues a message for `bare`'s offline storage and returns at once: the
+/// sender's session does not wait on the database (which may be slow or
+/// down). One worker per account stores its queue in order.
+pub async fn store_or_bounce(server: &Arc<Server>, stanza: Element, bare: &str) {
+    let mut stanza = stanza;
+    loop {
+        let tx = server
+            .offline_queues
+            .entry(bare.to_string())
+            .or_insert_with(|| spawn_store_worker(server, bare))
+            .clone();
+        match tx.send(stanza) {
+            Ok(()) => return,
+            Err(tokio::sync::mpsc::error::SendError(back)) => {
+                // The worker was just closing: start a new one.
+                server
+                    .offline_queues
+                    .remove_if(bare, |_, t| t.same_channel(&tx));
+                stanza = back;
+            }
+        }
+    }
+}
+
+fn spawn_store_worker(
+    server: &Arc<Server>,
+    bare: &str,
+) -> tokio::sync::mpsc::UnboundedSender<Element> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Element>();
+    let server2 = server.clone();
+    let bare = bare.to_string();
+    server.tasks.spawn(async move {
+        loop {
+            let next = tokio::select! {
+                n = tokio::time::timeout(QUEUE_IDLE, rx.recv()) => n.ok().flatten(),
+                _ = server2.shutdown.cancelled() => None,
+            };
+            match next {
+                Some(stanza) => store_now(&server2, stanza, &bare).await,
+                None => break,
+            }
+        }
+        // Idle or stopping: take what is left, then leave the map.
+        rx.close();
+        while let Ok(stanza) = rx.try_recv() {
+            store_now(&server2, stanza, &bare).await;
+        }
+        server2
+            .offline_queues
+            .remove_if(&bare, |_, t| t.is_closed());
+    });
+    tx
+}
+
 /// Stores a message for `bare`, or tells the sender why it cannot.
-pub async fn store_or_bounce(server: &Arc<Server>, mut stanza: Element, bare: &str) {
+async fn store_now(server: &Arc<Server>, mut stanza: Element, bare: &str) {
     if !crate::router::account_exists(server, bare).await {
         // RFC 6121 section 8.5.2: no such account.
         return bounce(server, &stanza, StanzaError::service_unavailable()).await;
+    }
+    if let Some(from) = stanza.attr("from") {
+        if crate::jids::bare_of(from) != bare
+            && jids::is_blocked(&server.blocklist(bare).await, from)
+        {
+            // XEP-0191 section 3.5, for an account that is offline.
+            return bounce(server, &stanza, StanzaError::service_unavailable()).await;
+        }
     }
     if !worth_storing(&stanza) {
         return;

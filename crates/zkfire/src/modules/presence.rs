@@ -136,7 +136,10 @@ async fn broadcast(
         last: available.then(|| stanza.clone()),
     });
     if let Some(cluster) = &server.cluster {
-        cluster.announce(session);
+        cluster.announce(
+            session,
+            server.blocklists.get(&session.bare_jid).map(|l| l.clone()),
+        );
     }
     state.available = available;
     let items = roster_items(server, &session.bare_jid).await;

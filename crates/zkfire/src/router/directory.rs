@@ -74,9 +74,12 @@ impl Directory {
             .map(|i| Resource::Local(entry.swap_remove(i)));
         entry.push(session.clone());
         drop(entry);
+        // The same full JID on another node is replaced too: it leaves this
+        // directory now, so its node's later departure says nothing of it.
         old.or_else(|| {
-            self.remote_resource(&session.bare_jid, &session.resource)
-                .map(Resource::Remote)
+            let remote = self.remote_resource(&session.bare_jid, &session.resource)?;
+            self.remove_remote(&session.bare_jid, &session.resource, &remote.node_id);
+            Some(Resource::Remote(remote))
         })
     }
 

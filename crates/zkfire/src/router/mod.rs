@@ -50,8 +50,13 @@ async fn route_now(server: &Arc<Server>, stanza: Element) {
         return;
     };
     let bare = format!("{node}@{}", server.domain);
+    // A message for an account with no resource goes to offline storage,
+    // which applies the blocklist itself, off the sender's path.
+    let stored_later = kind == Kind::Message && !server.directory.has_resources(&bare);
     if let Some(from) = stanza.attr("from") {
-        if !jids::bare_of(from).eq(&bare) && jids::is_blocked(&server.blocklist(&bare).await, from)
+        if !stored_later
+            && !jids::bare_of(from).eq(&bare)
+            && jids::is_blocked(&server.blocklist(&bare).await, from)
         {
             // XEP-0191 section 3.5: nothing from a blocked JID reaches the user.
             if kind != Kind::Presence {

@@ -174,9 +174,9 @@ impl TestCluster {
         self.node(i)
             .log()
             .lines()
+            .rev()
             .filter(|l| l.contains("serving as a cluster member"))
-            .filter_map(|l| field(l, "incarnation")?.parse().ok())
-            .last()
+            .find_map(|l| field(l, "incarnation")?.parse().ok())
     }
 
     /// Starts node `i` again as a new process (same node id, new ports and
