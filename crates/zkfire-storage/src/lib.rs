@@ -76,6 +76,10 @@ pub struct OfflineMessage {
     pub stored_at: i64,
 }
 
+/// A change to one roster item: from the item as it is (if any) to what it
+/// should be (`None`: leave it as it is).
+pub type RosterChange = Box<dyn FnOnce(Option<&RosterItem>) -> Option<RosterItem> + Send>;
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     // Accounts.
@@ -95,6 +99,17 @@ pub trait Storage: Send + Sync + 'static {
     async fn roster_version(&self, username: &str) -> Result<i64>;
     async fn roster_item(&self, username: &str, contact: &str) -> Result<Option<RosterItem>>;
     async fn put_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64>;
+    /// Reads the item for `contact`, lets `change` decide its new value, and
+    /// writes it, all under the account's lock, so two concurrent changes
+    /// (a subscription answer and the user's own roster set, on any nodes)
+    /// never overwrite each other. Returns the item before, and the new
+    /// version and item when `change` changed it.
+    async fn update_roster_item(
+        &self,
+        username: &str,
+        contact: &str,
+        change: RosterChange,
+    ) -> Result<(Option<RosterItem>, Option<(i64, RosterItem)>)>;
     /// Removes the item; returns the new version, or None when there was no item.
     async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>>;
 

@@ -100,6 +100,46 @@ async fn bump_roster_version(tx: &mut Tx, username: &str) -> Result<i64> {
     .map_err(db)
 }
 
+/// Writes one roster item and its groups inside a transaction.
+async fn write_roster_item(tx: &mut Tx, username: &str, item: &RosterItem) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO roster_items (username, contact, name, subscription, ask, approved) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (username, contact) DO UPDATE SET name = excluded.name, \
+         subscription = excluded.subscription, ask = excluded.ask, \
+         approved = excluded.approved",
+    )
+    .bind(username)
+    .bind(&item.jid)
+    .bind(item.name.as_deref())
+    .bind(item.subscription.as_str())
+    .bind(flag(item.ask))
+    .bind(flag(item.approved))
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    sqlx::query("DELETE FROM roster_groups WHERE username = $1 AND contact = $2")
+        .bind(username)
+        .bind(&item.jid)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    for group in &item.groups {
+        // DO NOTHING drops duplicate group names.
+        sqlx::query(
+            "INSERT INTO roster_groups (username, contact, name) VALUES ($1, $2, $3) \
+             ON CONFLICT (username, contact, name) DO NOTHING",
+        )
+        .bind(username)
+        .bind(&item.jid)
+        .bind(group)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 async fn roster_version_on(conn: &mut AnyConnection, username: &str) -> Result<i64> {
     let v: Option<i64> =
         sqlx::query_scalar("SELECT roster_version FROM account_state WHERE username = $1")
@@ -329,43 +369,34 @@ impl Storage for SqlStorage {
         let mut tx = self.pools.begin_write().await?;
         // First, so the per-account lock is taken before any item row.
         let version = bump_roster_version(&mut tx, username).await?;
-        sqlx::query(
-            "INSERT INTO roster_items (username, contact, name, subscription, ask, approved) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (username, contact) DO UPDATE SET name = excluded.name, \
-             subscription = excluded.subscription, ask = excluded.ask, \
-             approved = excluded.approved",
-        )
-        .bind(username)
-        .bind(&item.jid)
-        .bind(item.name.as_deref())
-        .bind(item.subscription.as_str())
-        .bind(flag(item.ask))
-        .bind(flag(item.approved))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query("DELETE FROM roster_groups WHERE username = $1 AND contact = $2")
-            .bind(username)
-            .bind(&item.jid)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        for group in &item.groups {
-            // DO NOTHING drops duplicate group names.
-            sqlx::query(
-                "INSERT INTO roster_groups (username, contact, name) VALUES ($1, $2, $3) \
-                 ON CONFLICT (username, contact, name) DO NOTHING",
-            )
-            .bind(username)
-            .bind(&item.jid)
-            .bind(group)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        write_roster_item(&mut tx, username, item).await?;
         tx.commit().await.map_err(db)?;
         Ok(version)
+    }
+
+    async fn update_roster_item(
+        &self,
+        username: &str,
+        contact: &str,
+        change: crate::RosterChange,
+    ) -> Result<(Option<RosterItem>, Option<(i64, RosterItem)>)> {
+        let mut tx = self.pools.begin_write().await?;
+        lock_account(&mut tx, username).await?;
+        let before = load_roster(&mut tx, username, Some(contact))
+            .await?
+            .into_iter()
+            .next();
+        let after = match change(before.as_ref()) {
+            Some(item) if Some(&item) != before.as_ref() => item,
+            _ => {
+                tx.commit().await.map_err(db)?;
+                return Ok((before, None));
+            }
+        };
+        let version = bump_roster_version(&mut tx, username).await?;
+        write_roster_item(&mut tx, username, &after).await?;
+        tx.commit().await.map_err(db)?;
+        Ok((before, Some((version, after))))
     }
 
     async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>> {

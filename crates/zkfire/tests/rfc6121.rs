@@ -286,3 +286,52 @@ async fn iq_to_full_jid_is_routed_and_answered() {
     assert_eq!(r.attr("from"), Some("bob@localhost/b"));
     assert_eq!(r.attr("type"), Some("result"));
 }
+
+#[tokio::test]
+async fn simultaneous_mutual_subscriptions_both_end_as_both() {
+    let server = TestServer::start();
+    for round in 0..5 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        server.add_user(&x, "pw");
+        server.add_user(&y, "pw");
+        let mut a = Client::login(&server, &x, "pw", "r").await;
+        let mut b = Client::login(&server, &y, "pw", "r").await;
+        a.available().await;
+        b.available().await;
+        let (xj, yj) = (format!("{x}@localhost"), format!("{y}@localhost"));
+        // Both ask at once, then both approve at once.
+        a.send(&format!("<presence to='{yj}' type='subscribe'/>"))
+            .await;
+        b.send(&format!("<presence to='{xj}' type='subscribe'/>"))
+            .await;
+        b.next_matching(presence_from(&xj, Some("subscribe"))).await;
+        a.next_matching(presence_from(&yj, Some("subscribe"))).await;
+        a.send(&format!("<presence to='{yj}' type='subscribed'/>"))
+            .await;
+        b.send(&format!("<presence to='{xj}' type='subscribed'/>"))
+            .await;
+        a.next_matching(presence_from(&yj, Some("subscribed")))
+            .await;
+        b.next_matching(presence_from(&xj, Some("subscribed")))
+            .await;
+        for (c, other) in [(&mut a, &yj), (&mut b, &xj)] {
+            let r = c
+                .iq(
+                    "<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>",
+                    "rg",
+                )
+                .await;
+            let item = r
+                .child("query", ns::ROSTER)
+                .and_then(|q| q.children().find(|i| i.attr("jid") == Some(other.as_str())))
+                .cloned()
+                .expect("item");
+            assert_eq!(
+                item.attr("subscription"),
+                Some("both"),
+                "round {round}: {item:?}"
+            );
+            assert_eq!(item.attr("ask"), None, "round {round}: {item:?}");
+        }
+    }
+}

@@ -28,6 +28,7 @@ macro_rules! storage_suite {
             untouched_account_is_empty,
             roster_put_update_remove,
             roster_groups,
+            roster_update_is_atomic,
             roster_accounts_are_separate,
             roster_concurrent_changes,
             pending_subscriptions,
@@ -381,6 +382,49 @@ pub async fn roster_concurrent_changes(s: Arc<dyn Storage>) {
     assert_eq!(version, 40);
     assert_eq!(items.len(), 10);
     assert!(items.iter().all(|i| i.groups == strings(&["h"])));
+}
+
+/// `update_roster_item` is a read-modify-write under the account's lock:
+/// concurrent changes to one item all take effect, none overwrites another.
+pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let change: zkfire_storage::RosterChange = Box::new(move |old: Option<&RosterItem>| {
+                let mut item = old.cloned().unwrap_or(RosterItem {
+                    jid: "bob@example.org".into(),
+                    name: None,
+                    subscription: Subscription::None,
+                    ask: false,
+                    approved: false,
+                    groups: Vec::new(),
+                });
+                item.groups.push(format!("g{i:02}"));
+                Some(item)
+            });
+            s.update_roster_item("alice", "bob@example.org", change)
+                .await
+        }));
+    }
+    for t in tasks {
+        let (_, after) = t.await.unwrap().unwrap();
+        assert!(after.is_some());
+    }
+    let item = s
+        .roster_item("alice", "bob@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.groups.len(), 20, "{:?}", item.groups);
+    assert_eq!(s.roster_version("alice").await.unwrap(), 20);
+    // No change: nothing written, version unchanged.
+    let (before, after) = s
+        .update_roster_item("alice", "bob@example.org", Box::new(|_| None))
+        .await
+        .unwrap();
+    assert!(before.is_some() && after.is_none());
+    assert_eq!(s.roster_version("alice").await.unwrap(), 20);
 }
 
 pub async fn pending_subscriptions(s: Arc<dyn Storage>) {

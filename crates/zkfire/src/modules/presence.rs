@@ -296,14 +296,41 @@ pub async fn send_subscription(server: &Arc<Server>, from_bare: &str, to: &str, 
     route(server, presence(Some(ptype), from_bare, to)).await;
 }
 
-/// Saves a changed roster item and pushes it to the account's resources.
-async fn save(server: &Server, user_bare: &str, item: &RosterItem) {
-    let Some(node) = storage_node(user_bare) else {
-        return;
-    };
-    match server.storage.put_roster_item(&node, item).await {
-        Ok(version) => roster::push(server, user_bare, &roster::item_element(item), version),
-        Err(e) => tracing::error!(account = user_bare, "storage: {e}"),
+/// Changes the roster item `contact` of `user` atomically (see
+/// `Storage::update_roster_item`) and pushes it when it changed. Returns the
+/// item before and after (equal when nothing changed).
+async fn change_item(
+    server: &Server,
+    user: &str,
+    contact: &str,
+    change: impl FnOnce(&mut RosterItem) + Send + 'static,
+) -> Option<(Option<RosterItem>, RosterItem)> {
+    let node = storage_node(user)?;
+    let jid = contact.to_string();
+    let boxed: zkfire_storage::RosterChange = Box::new(move |old: Option<&RosterItem>| {
+        let blank = roster::new_item(&jid);
+        let mut item = old.cloned().unwrap_or_else(|| blank.clone());
+        change(&mut item);
+        // A change that leaves a missing item blank creates nothing.
+        (old.is_some() || item != blank).then_some(item)
+    });
+    match server
+        .storage
+        .update_roster_item(&node, contact, boxed)
+        .await
+    {
+        Ok((before, Some((version, after)))) => {
+            roster::push(server, user, &roster::item_element(&after), version);
+            Some((before, after))
+        }
+        Ok((before, None)) => {
+            let same = before.clone().unwrap_or_else(|| roster::new_item(contact));
+            Some((before, same))
+        }
+        Err(e) => {
+            tracing::error!(account = user, "storage: {e}");
+            None
+        }
     }
 }
 
@@ -325,16 +352,14 @@ async fn subscription_out(
     let Some(node) = storage_node(user) else {
         return;
     };
-    let existing = roster::item_of(server, user, contact).await;
-    let mut item = existing
-        .clone()
-        .unwrap_or_else(|| roster::new_item(contact));
     match ptype {
         "subscribe" => {
-            if !has_to(&item) && !item.ask {
-                item.ask = true;
-                save(server, user, &item).await;
-            }
+            change_item(server, user, contact, |item| {
+                if !has_to(item) {
+                    item.ask = true;
+                }
+            })
+            .await;
             route(server, stanza).await;
         }
         "subscribed" => {
@@ -343,32 +368,41 @@ async fn subscription_out(
                 .remove_pending_subscription(&node, contact)
                 .await
                 .unwrap_or(false);
-            if has_from(&item) {
+            let Some((before, after)) = change_item(server, user, contact, move |item| {
+                if has_from(item) {
+                    return;
+                }
+                if pending {
+                    item.subscription = match item.subscription {
+                        Subscription::To => Subscription::Both,
+                        _ => Subscription::From,
+                    };
+                    item.approved = false;
+                } else {
+                    item.approved = true;
+                }
+            })
+            .await
+            else {
                 return;
-            }
-            if pending {
-                item.subscription = match item.subscription {
-                    Subscription::To => Subscription::Both,
-                    _ => Subscription::From,
-                };
-                item.approved = false;
-                save(server, user, &item).await;
+            };
+            let had_from = before.as_ref().is_some_and(has_from);
+            if pending && !had_from && has_from(&after) {
                 route(server, stanza).await;
                 send_current_presence_to(server, user, contact).await;
-            } else if !item.approved {
-                item.approved = true;
-                save(server, user, &item).await;
             }
         }
         "unsubscribe" => {
-            if existing.is_some() && (has_to(&item) || item.ask) {
-                item.subscription = match item.subscription {
-                    Subscription::Both => Subscription::From,
-                    _ => Subscription::None,
-                };
-                item.ask = false;
-                save(server, user, &item).await;
-            }
+            change_item(server, user, contact, |item| {
+                if has_to(item) || item.ask {
+                    item.subscription = match item.subscription {
+                        Subscription::Both => Subscription::From,
+                        _ => Subscription::None,
+                    };
+                    item.ask = false;
+                }
+            })
+            .await;
             route(server, stanza).await;
         }
         "unsubscribed" => {
@@ -377,15 +411,18 @@ async fn subscription_out(
                 .remove_pending_subscription(&node, contact)
                 .await
                 .unwrap_or(false);
-            if existing.is_some() && (has_from(&item) || item.approved) {
-                item.subscription = match item.subscription {
-                    Subscription::Both => Subscription::To,
-                    _ => Subscription::None,
-                };
-                item.approved = false;
-                save(server, user, &item).await;
-            }
-            if pending || existing.is_some() {
+            let changed = change_item(server, user, contact, |item| {
+                if has_from(item) || item.approved {
+                    item.subscription = match item.subscription {
+                        Subscription::Both => Subscription::To,
+                        _ => Subscription::None,
+                    };
+                    item.approved = false;
+                }
+            })
+            .await;
+            let existed = changed.as_ref().is_some_and(|(before, _)| before.is_some());
+            if pending || existed {
                 route(server, stanza).await;
                 send_unavailable_to(server, user, contact).await;
             }
@@ -411,19 +448,26 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
         }
         return;
     }
-    let existing = roster::item_of(server, user, &from).await;
-    let mut item = existing.clone().unwrap_or_else(|| roster::new_item(&from));
     match ptype {
         "subscribe" => {
-            if has_from(&item) {
+            let Some((before, after)) = change_item(server, user, &from, |item| {
+                if !has_from(item) && item.approved {
+                    item.subscription = match item.subscription {
+                        Subscription::To => Subscription::Both,
+                        _ => Subscription::From,
+                    };
+                    item.approved = false;
+                }
+            })
+            .await
+            else {
+                return;
+            };
+            let had_from = before.as_ref().is_some_and(has_from);
+            if had_from {
                 send_subscription(server, user, &from, "subscribed").await;
-            } else if item.approved {
-                item.subscription = match item.subscription {
-                    Subscription::To => Subscription::Both,
-                    _ => Subscription::From,
-                };
-                item.approved = false;
-                save(server, user, &item).await;
+            } else if has_from(&after) {
+                // Pre-approved (RFC 6121 section 3.4).
                 send_subscription(server, user, &from, "subscribed").await;
                 send_current_presence_to(server, user, &from).await;
             } else {
@@ -438,14 +482,22 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 deliver_to_available(server, user, &stanza);
             }
         }
-        "subscribed" if existing.is_some() && item.ask => {
-            item.subscription = match item.subscription {
-                Subscription::From => Subscription::Both,
-                _ => Subscription::To,
-            };
-            item.ask = false;
-            save(server, user, &item).await;
-            deliver_to_available(server, user, &stanza);
+        "subscribed" => {
+            let changed = change_item(server, user, &from, |item| {
+                if item.ask {
+                    item.subscription = match item.subscription {
+                        Subscription::From => Subscription::Both,
+                        _ => Subscription::To,
+                    };
+                    item.ask = false;
+                }
+            })
+            .await;
+            if let Some((Some(before), _)) = changed {
+                if before.ask {
+                    deliver_to_available(server, user, &stanza);
+                }
+            }
         }
         "unsubscribe" => {
             let pending = server
@@ -453,26 +505,42 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 .remove_pending_subscription(&node, &from)
                 .await
                 .unwrap_or(false);
-            if existing.is_some() && has_from(&item) {
-                item.subscription = match item.subscription {
-                    Subscription::Both => Subscription::To,
-                    _ => Subscription::None,
-                };
-                save(server, user, &item).await;
+            let changed = change_item(server, user, &from, |item| {
+                if has_from(item) {
+                    item.subscription = match item.subscription {
+                        Subscription::Both => Subscription::To,
+                        _ => Subscription::None,
+                    };
+                }
+            })
+            .await;
+            let had_from = changed
+                .as_ref()
+                .is_some_and(|(before, _)| before.as_ref().is_some_and(has_from));
+            if had_from {
                 deliver_to_available(server, user, &stanza);
                 send_unavailable_to(server, user, &from).await;
             } else if pending {
                 deliver_to_available(server, user, &stanza);
             }
         }
-        "unsubscribed" if existing.is_some() && (has_to(&item) || item.ask) => {
-            item.subscription = match item.subscription {
-                Subscription::Both => Subscription::From,
-                _ => Subscription::None,
-            };
-            item.ask = false;
-            save(server, user, &item).await;
-            deliver_to_available(server, user, &stanza);
+        "unsubscribed" => {
+            let changed = change_item(server, user, &from, |item| {
+                if has_to(item) || item.ask {
+                    item.subscription = match item.subscription {
+                        Subscription::Both => Subscription::From,
+                        _ => Subscription::None,
+                    };
+                    item.ask = false;
+                }
+            })
+            .await;
+            let had = changed
+                .as_ref()
+                .is_some_and(|(before, _)| before.as_ref().is_some_and(|b| has_to(b) || b.ask));
+            if had {
+                deliver_to_available(server, user, &stanza);
+            }
         }
         _ => {}
     }

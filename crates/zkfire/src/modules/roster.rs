@@ -109,27 +109,40 @@ async fn set(server: &Arc<Server>, bare: &str, node: &str, query: &Element) -> I
         return Err(StanzaError::not_acceptable());
     }
     let storage = &server.storage;
-    let existing = storage
+    if storage
         .roster_item(node, &contact)
         .await
-        .map_err(storage_error)?;
-    let mut updated = match existing {
-        Some(item) => item,
-        None => {
-            let (_, all) = storage.roster(node).await.map_err(storage_error)?;
-            if all.len() >= server.config.limits.max_roster_items {
-                return Err(StanzaError::not_allowed().with_text("roster is full"));
-            }
-            new_item(&contact)
+        .map_err(storage_error)?
+        .is_none()
+    {
+        let (_, all) = storage.roster(node).await.map_err(storage_error)?;
+        if all.len() >= server.config.limits.max_roster_items {
+            return Err(StanzaError::not_allowed().with_text("roster is full"));
         }
-    };
-    updated.name = name;
-    updated.groups = groups;
-    let version = storage
-        .put_roster_item(node, &updated)
+    }
+    // Name and groups only, under the account's lock: a subscription change
+    // arriving at the same moment keeps its effect.
+    let jid = contact.clone();
+    let change: zkfire_storage::RosterChange = Box::new(move |old: Option<&RosterItem>| {
+        let mut item = old.cloned().unwrap_or_else(|| new_item(&jid));
+        item.name = name;
+        item.groups = groups;
+        Some(item)
+    });
+    let (before, after) = storage
+        .update_roster_item(node, &contact, change)
         .await
         .map_err(storage_error)?;
-    push(server, bare, &item_element(&updated), version);
+    match after {
+        Some((version, updated)) => push(server, bare, &item_element(&updated), version),
+        None => {
+            // Unchanged: still pushed, as RFC 6121 section 2.3.2 has every set pushed.
+            if let Some(item) = before {
+                let version = storage.roster_version(node).await.map_err(storage_error)?;
+                push(server, bare, &item_element(&item), version);
+            }
+        }
+    }
     Ok(None)
 }
 
