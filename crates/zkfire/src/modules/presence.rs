@@ -296,6 +296,18 @@ pub async fn send_subscription(server: &Arc<Server>, from_bare: &str, to: &str, 
     route(server, presence(Some(ptype), from_bare, to)).await;
 }
 
+/// Removes a pending inbound subscription request; whether there was one.
+async fn take_pending(server: &Server, node: &str, contact: &str) -> bool {
+    server
+        .storage
+        .remove_pending_subscription(node, contact)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(account = node, "storage: {e}");
+            false
+        })
+}
+
 /// Changes the roster item `contact` of `user` atomically (see
 /// `Storage::update_roster_item`) and pushes it when it changed. Returns the
 /// item before and after (equal when nothing changed).
@@ -363,11 +375,7 @@ async fn subscription_out(
             route(server, stanza).await;
         }
         "subscribed" => {
-            let pending = server
-                .storage
-                .remove_pending_subscription(&node, contact)
-                .await
-                .unwrap_or(false);
+            let pending = take_pending(server, &node, contact).await;
             let Some((before, after)) = change_item(server, user, contact, move |item| {
                 if has_from(item) {
                     return;
@@ -406,11 +414,7 @@ async fn subscription_out(
             route(server, stanza).await;
         }
         "unsubscribed" => {
-            let pending = server
-                .storage
-                .remove_pending_subscription(&node, contact)
-                .await
-                .unwrap_or(false);
+            let pending = take_pending(server, &node, contact).await;
             let changed = change_item(server, user, contact, |item| {
                 if has_from(item) || item.approved {
                     item.subscription = match item.subscription {
@@ -500,11 +504,7 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
             }
         }
         "unsubscribe" => {
-            let pending = server
-                .storage
-                .remove_pending_subscription(&node, &from)
-                .await
-                .unwrap_or(false);
+            let pending = take_pending(server, &node, &from).await;
             let changed = change_item(server, user, &from, |item| {
                 if has_from(item) {
                     item.subscription = match item.subscription {
