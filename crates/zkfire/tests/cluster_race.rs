@@ -1,5 +1,6 @@
 //! No race loses a message: messages sent while the recipient is logging in
-//! on another node arrive, live or from offline storage, each exactly once.
+//! on another node arrive, live or from offline storage, each exactly once
+//! and in the order sent.
 
 mod common;
 use common::cluster::TestCluster;
@@ -39,10 +40,13 @@ async fn messages_racing_a_login_on_another_node_all_arrive_once() {
             b
         };
         let ((), mut b) = tokio::join!(sender, receiver);
+        let mut order = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         while seen.len() < PER_ROUND {
             let m = b.next_matching(|e| e.name() == "message").await;
-            *seen.entry(body(&m).unwrap_or_default()).or_default() += 1;
+            let text = body(&m).unwrap_or_default();
+            *seen.entry(text.clone()).or_default() += 1;
+            order.push(text);
         }
         let extra = b
             .none_within(Duration::from_millis(500), |e| e.name() == "message")
@@ -58,6 +62,9 @@ async fn messages_racing_a_login_on_another_node_all_arrive_once() {
                 "round {round}, message {i}"
             );
         }
+        // And in the order sent, whichever way each one came.
+        let sent: Vec<String> = (0..PER_ROUND).map(|i| format!("r{round}-{i}")).collect();
+        assert_eq!(order, sent, "round {round}");
         // Bob leaves before the next round, so its messages start offline again.
         b.send("</stream:stream>").await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -36,7 +36,7 @@ fn worth_storing(stanza: &Element) -> bool {
 }
 
 /// How long an account's store queue stays open without messages.
-const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+const QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Queues a message for `bare`'s offline storage and returns at once: the
 /// sender's session does not wait on the database (which may be slow or

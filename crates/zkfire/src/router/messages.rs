@@ -59,6 +59,12 @@ fn available(server: &Server, bare: &str) -> Vec<crate::router::directory::Resou
 /// Chat and normal messages to a bare JID: to the available resources of
 /// highest non-negative priority (all of them on a tie), else offline storage.
 pub async fn deliver_to_best(server: &Arc<Server>, stanza: Element, bare: &str) {
+    if server.offline_queues.contains_key(bare) {
+        // Earlier messages for this account are on their way through
+        // offline storage (it was not available a moment ago): this one
+        // follows them, so the recipient gets them in the order sent.
+        return offline::store_or_bounce(server, stanza, bare).await;
+    }
     let mut candidates = available(server, bare);
     candidates.sort_by_key(|s| std::cmp::Reverse(s.presence().priority));
     let Some(best) = candidates.first().map(|s| s.presence().priority) else {
