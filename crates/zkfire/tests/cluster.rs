@@ -9,10 +9,8 @@ use common::Client;
 use std::time::{Duration, Instant};
 use zkfire_xml::ns;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn chat_presence_and_offline_across_nodes() {
-    let cluster = TestCluster::start(3);
-    cluster.wait_connected();
+/// alice on node 1 and bob on node 2, available and subscribed to each other.
+async fn friends_on_two_nodes(cluster: &TestCluster) -> (Client, Client) {
     cluster.add_user("alice", "pw");
     cluster.add_user("bob", "pw");
     let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
@@ -20,6 +18,14 @@ async fn chat_presence_and_offline_across_nodes() {
     a.available().await;
     b.available().await;
     befriend(&mut a, &mut b).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_presence_and_offline_across_nodes() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_connected();
+    let (mut a, mut b) = friends_on_two_nodes(&cluster).await;
     a.send("<message to='bob@localhost' type='chat'><body>from node 1</body></message>")
         .await;
     let m = b.next_matching(|e| e.name() == "message").await;
@@ -108,13 +114,7 @@ async fn one_user_on_two_nodes() {
 async fn killed_node_users_go_offline_for_their_contacts() {
     let mut cluster = TestCluster::start(3);
     cluster.wait_connected();
-    cluster.add_user("alice", "pw");
-    cluster.add_user("bob", "pw");
-    let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
-    let mut b = Client::login(cluster.node(1), "bob", "pw", "b").await;
-    a.available().await;
-    b.available().await;
-    befriend(&mut a, &mut b).await;
+    let (mut a, _b) = friends_on_two_nodes(&cluster).await;
     let killed = Instant::now();
     cluster.node_mut(1).kill();
     a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
@@ -163,13 +163,7 @@ async fn node_with_wrong_secret_is_refused() {
 async fn graceful_stop_is_a_clean_leave() {
     let mut cluster = TestCluster::start(2);
     cluster.wait_connected();
-    cluster.add_user("alice", "pw");
-    cluster.add_user("bob", "pw");
-    let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
-    let mut b = Client::login(cluster.node(1), "bob", "pw", "b").await;
-    a.available().await;
-    b.available().await;
-    befriend(&mut a, &mut b).await;
+    let (mut a, mut b) = friends_on_two_nodes(&cluster).await;
     assert!(cluster.node_mut(1).stop(), "clean exit");
     // It deleted its znode on the way out: peers need not wait for a timeout.
     assert!(

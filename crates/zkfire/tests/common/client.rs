@@ -59,15 +59,8 @@ impl Client {
         }
     }
 
-    /// Connects to a direct-TLS port.
-    pub async fn connect_tls(port: u16, cert: &Path) -> Client {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let tls = tls_connector(cert, true)
-            .connect("localhost".try_into().expect("name"), tcp)
-            .await
-            .expect("TLS handshake");
+    /// A fresh client over an established TLS connection.
+    fn over_tls<S: Io + 'static>(tls: tokio_rustls::client::TlsStream<S>) -> Client {
         let exporter = exporter_of(tls.get_ref().1);
         Client {
             io: Box::new(tls),
@@ -77,6 +70,18 @@ impl Client {
             tls: true,
             exporter,
         }
+    }
+
+    /// Connects to a direct-TLS port.
+    pub async fn connect_tls(port: u16, cert: &Path) -> Client {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let tls = tls_connector(cert, true)
+            .connect("localhost".try_into().expect("name"), tcp)
+            .await
+            .expect("TLS handshake");
+        Client::over_tls(tls)
     }
 
     pub async fn send_raw(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -207,15 +212,7 @@ impl Client {
             .connect("localhost".try_into().expect("name"), io)
             .await
             .expect("TLS handshake");
-        let exporter = exporter_of(tls.get_ref().1);
-        Client {
-            io: Box::new(tls),
-            parser: StreamParser::new(client_limits()),
-            events: VecDeque::new(),
-            jid: String::new(),
-            tls: true,
-            exporter,
-        }
+        Client::over_tls(tls)
     }
 
     /// SCRAM login; Err(condition) on `<failure/>`. A -PLUS mechanism binds
