@@ -44,7 +44,7 @@ impl Server {
         let text = format!(
             "[server]\ndomain = \"localhost\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n\
              [c2s]\nlisten = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
-             [registration]\nallow = true\n",
+             [registration]\nallow = true\nmax_per_address = 0\n",
             dir.path().join("data").display(),
             ports[0],
             ports[1]

@@ -79,11 +79,24 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
     /// In-band registration (XEP-0077) of new accounts.
     pub allow: bool,
+    /// Accounts one client address may create per window; 0 = no limit.
+    pub max_per_address: u32,
+    pub per_address_window_secs: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            allow: false,
+            max_per_address: 10,
+            per_address_window_secs: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

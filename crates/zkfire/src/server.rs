@@ -3,6 +3,7 @@
 
 use crate::c2s::auth_throttle::AuthThrottle;
 use crate::c2s::conn_limit::ConnLimiter;
+use crate::c2s::registration_limit::RegistrationLimit;
 use crate::c2s::stream_mgmt::SmRegistry;
 use crate::cluster::link::ClusterLink;
 use crate::config::Config;
@@ -27,6 +28,7 @@ pub struct Server {
     pub modules: Modules,
     pub conn_limiter: ConnLimiter,
     pub auth_throttle: AuthThrottle,
+    pub registration_limit: RegistrationLimit,
     pub sm: SmRegistry,
     /// Blocklists (XEP-0191) of accounts with sessions here, so delivery needs
     /// no database query.
@@ -59,6 +61,10 @@ impl Server {
             config.limits.failed_logins_before_delay,
             std::time::Duration::from_secs(config.limits.failed_login_window_secs),
         );
+        let registration_limit = RegistrationLimit::new(
+            config.registration.max_per_address,
+            std::time::Duration::from_secs(config.registration.per_address_window_secs),
+        );
         Arc::new(Server {
             domain,
             storage,
@@ -67,6 +73,7 @@ impl Server {
             modules,
             conn_limiter,
             auth_throttle,
+            registration_limit,
             sm: SmRegistry::default(),
             blocklists: DashMap::new(),
             offline_flush: DashMap::new(),

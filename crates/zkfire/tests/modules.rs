@@ -204,6 +204,38 @@ async fn blocking_stops_messages_both_ways_until_unblocked() {
 }
 
 #[tokio::test]
+async fn in_band_registration_is_capped_per_address() {
+    let server = TestServer::with_config(&[(
+        "registration",
+        "allow = true\nmax_per_address = 2\nper_address_window_secs = 600",
+    )]);
+    let mut c = Client::connect(server.port).await;
+    c.open().await;
+    let mut c = c.starttls(&server.cert_path()).await;
+    c.open().await;
+    let register = |id: &str, user: &str| {
+        format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:register'><username>{user}</username><password>pw</password></query></iq>")
+    };
+    assert!(is_result(&c.iq(&register("r1", "u1"), "r1").await));
+    // A refused registration (the name is taken) does not use the quota.
+    let r = c.iq(&register("r2", "u1"), "r2").await;
+    assert_eq!(error_condition(&r).as_deref(), Some("conflict"));
+    assert!(is_result(&c.iq(&register("r3", "u2"), "r3").await));
+    let r = c.iq(&register("r4", "u3"), "r4").await;
+    assert_eq!(error_condition(&r).as_deref(), Some("resource-constraint"));
+    let error = r.child("error", ns::CLIENT).expect("error child");
+    assert_eq!(error.attr("type"), Some("wait"));
+    // The refused account does not exist; the others log in.
+    drop(c);
+    let mut c = Client::connect(server.port).await;
+    c.open().await;
+    let mut c = c.starttls(&server.cert_path()).await;
+    c.open().await;
+    assert!(c.auth("SCRAM-SHA-256", "u3", "pw").await.is_err());
+    Client::login(&server, "u2", "pw", "x").await;
+}
+
+#[tokio::test]
 async fn in_band_registration_password_change_and_removal() {
     let server = TestServer::with_config(&[("registration", "allow = true")]);
     let mut c = Client::connect(server.port).await;

@@ -537,14 +537,15 @@ authentication = "internal_hashed"
 password_hash = "{password_hash}"
 storage = "internal"
 smacks_hibernation_time = {resume}
-log = {{ debug = {log!s}; }}
+log = {{ {log_level} = {log!s}; }}
 VirtualHost "{domain}"
 """
 
 
 class ProsodyServer:
     """Prosody with the same interface as ZkfireServer; config overrides it understands:
-    registration.allow and stream_management.resume_timeout_secs."""
+    registration.allow, stream_management.resume_timeout_secs and server.log_level
+    (Prosody's lowest level logged: debug, info, warn or error; default debug)."""
 
     kind = "prosody"
 
@@ -585,6 +586,7 @@ class ProsodyServer:
                 resume=int(settings["stream_management"]["resume_timeout_secs"]),
                 domain=domain,
                 password_hash=os.environ.get("ZKFIRE_INTEROP_PROSODY_HASH", "SHA-1"),
+                log_level=settings.get("server", {}).get("log_level", "debug"),
             )
         )
         self._as_prosody: list[str] = []

@@ -4,6 +4,7 @@ pub mod auth_throttle;
 pub mod conn_limit;
 pub mod listener;
 pub mod negotiation;
+pub mod registration_limit;
 pub mod sasl;
 pub mod session;
 pub mod stream;

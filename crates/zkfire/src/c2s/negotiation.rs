@@ -120,7 +120,7 @@ pub async fn negotiate(
                 }
                 ("jabber:client", "iq") if node.is_none() && !tls_missing && is_register(&el) => {
                     if crate::stanza::may_bounce(&el) {
-                        let reply = register::pre_auth_iq(server, &el).await;
+                        let reply = register::pre_auth_iq(server, &el, stream.peer().ip()).await;
                         stream.queue(&reply);
                     }
                 }

@@ -12,6 +12,7 @@ use crate::jids;
 use crate::server::Server;
 use crate::stanza::{error_reply, iq_result, ErrorType, StanzaError};
 use async_trait::async_trait;
+use std::net::IpAddr;
 use std::sync::Arc;
 use zkfire_xml::{ns, Element};
 
@@ -84,15 +85,15 @@ pub fn stream_feature() -> Element {
 /// Callers pass IQs of type `get` or `set`; any other type gets a
 /// `bad-request` error reply, which a caller that follows RFC 6120 section
 /// 8.3.1 drops (see [`crate::stanza::may_bounce`]).
-pub async fn pre_auth_iq(server: &Arc<Server>, iq: &Element) -> Element {
-    let reply = match pre_auth(server, iq).await {
+pub async fn pre_auth_iq(server: &Arc<Server>, iq: &Element, ip: IpAddr) -> Element {
+    let reply = match pre_auth(server, iq, ip).await {
         Ok(payload) => iq_result(iq, payload),
         Err(e) => error_reply(iq, &e),
     };
     strip_addresses(reply)
 }
 
-async fn pre_auth(server: &Arc<Server>, iq: &Element) -> IqResult {
+async fn pre_auth(server: &Arc<Server>, iq: &Element, ip: IpAddr) -> IqResult {
     let kind = match iq.attr("type") {
         Some("get") => IqType::Get,
         Some("set") => IqType::Set,
@@ -115,9 +116,17 @@ async fn pre_auth(server: &Arc<Server>, iq: &Element) -> IqResult {
             SetRequest::Remove => Err(StanzaError::new(ErrorType::Auth, "not-authorized")),
             SetRequest::Credentials { username, password } => {
                 let node = new_account_name(&username, &server.domain)?;
+                if !server.registration_limit.allows(ip) {
+                    tracing::warn!(%ip, account = %node, "registration refused: too many accounts from this address");
+                    return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
+                        .with_text(
+                            "too many accounts created from this address; try again later",
+                        ));
+                }
                 match accounts::create(&*server.storage, &node, &password).await {
                     Ok(()) => {
-                        tracing::info!(account = %node, "account registered in-band");
+                        server.registration_limit.created(ip);
+                        tracing::info!(account = %node, %ip, "account registered in-band");
                         Ok(None)
                     }
                     Err(e) => Err(account_error(&node, e)),
