@@ -114,7 +114,15 @@ async fn one_user_on_two_nodes() {
 async fn killed_node_users_go_offline_for_their_contacts() {
     let mut cluster = TestCluster::start(3);
     cluster.wait_connected();
-    let (mut a, _b) = friends_on_two_nodes(&cluster).await;
+    let (mut a, mut b) = friends_on_two_nodes(&cluster).await;
+    // Carol, on the third node, is not in bob's roster: she sees him only
+    // through directed presence, which his node would end if it lived.
+    cluster.add_user("carol", "pw");
+    let mut c = Client::login(cluster.node(2), "carol", "pw", "c").await;
+    c.available().await;
+    b.send("<presence to='carol@localhost/c'/>").await;
+    c.next_matching(presence_from("bob@localhost/b", None))
+        .await;
     let killed = Instant::now();
     cluster.node_mut(1).kill();
     a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
@@ -124,6 +132,8 @@ async fn killed_node_users_go_offline_for_their_contacts() {
         took < Duration::from_millis(SESSION_TIMEOUT_MS + 2000),
         "unavailable presence after {took:?}"
     );
+    c.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
+        .await;
     // Messages to bob now wait offline, and reach him on another node.
     a.send("<message to='bob@localhost' type='chat'><body>are you there</body></message>")
         .await;

@@ -312,6 +312,7 @@ impl Session {
             state.available,
             state.priority,
             state.presence.as_deref(),
+            state.directed.clone(),
         ));
         if let Ok(mut id) = self.handle.sm_id.lock() {
             *id = Some(previd.to_string());

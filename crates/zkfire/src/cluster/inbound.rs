@@ -112,8 +112,12 @@ fn remote_session(
             .insert(bare.to_string(), Arc::new(list.clone()));
     }
     let link = server.cluster.clone()?;
-    let presence =
-        PresenceState::from_announced(state.available, state.priority, state.presence.as_deref());
+    let presence = PresenceState::from_announced(
+        state.available,
+        state.priority,
+        state.presence.as_deref(),
+        state.directed.clone(),
+    );
     RemoteSession::new(
         node_id,
         &state.full_jid,
@@ -139,7 +143,7 @@ async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
             for old in before {
                 let still = sessions.iter().any(|s| s.full_jid == old.full_jid);
                 if !still && old.presence().available {
-                    presence::resource_vanished(server, &old.full_jid, &old.bare_jid).await;
+                    presence::resource_vanished(server, &old).await;
                 }
             }
         }

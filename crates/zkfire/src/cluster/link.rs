@@ -119,6 +119,7 @@ pub fn state_of(session: &LocalSession, blocklist: Option<Arc<Vec<String>>>) -> 
         bound_at: session.bound_at,
         sm_id: session.sm_id(),
         blocklist: blocklist.map(|l| l.as_ref().clone()),
+        directed: p.directed,
     }
 }
 

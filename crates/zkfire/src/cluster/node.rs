@@ -197,7 +197,7 @@ async fn node_left(server: &Arc<Server>, node_id: &str) {
     tracing::info!(node = node_id, sessions = gone.len(), "cluster node left");
     for s in gone {
         if s.presence().available {
-            presence::resource_vanished(server, &s.full_jid, &s.bare_jid).await;
+            presence::resource_vanished(server, &s).await;
         }
     }
 }

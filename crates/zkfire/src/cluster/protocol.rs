@@ -22,6 +22,10 @@ pub struct SessionState {
     /// stanzas for this account without reading the database.
     #[serde(default)]
     pub blocklist: Option<Vec<String>>,
+    /// JIDs outside the roster that got directed presence from it (RFC 6121
+    /// 4.6.3), so that other nodes can send them unavailable if this node dies.
+    #[serde(default)]
+    pub directed: Vec<String>,
 }
 
 /// Everything a session is, handed from the node that held it to the node

@@ -7,6 +7,7 @@
 
 use super::{offline, roster, Module};
 use crate::jids;
+use crate::router::remote::RemoteSession;
 use crate::router::route;
 use crate::router::session_handle::{LocalSession, PresenceState};
 use crate::server::Server;
@@ -87,14 +88,19 @@ pub async fn outbound(
             let subscribed = roster::item_of(server, &session.bare_jid, &bare_to)
                 .await
                 .is_some_and(|i| has_from(&i));
-            if ptype.is_none()
+            let changed = if ptype.is_none()
                 && state.available
                 && !subscribed
                 && state.directed.len() < MAX_DIRECTED
             {
-                state.directed.insert(to.clone());
+                state.directed.insert(to.clone())
             } else if ptype.is_some() {
-                state.directed.remove(&to);
+                state.directed.remove(&to)
+            } else {
+                false
+            };
+            if changed {
+                publish_directed(server, session, state);
             }
             route(server, stanza).await;
         }
@@ -109,6 +115,20 @@ pub async fn outbound(
         }
         (Some("error"), Some(_)) => route(server, stanza).await,
         _ => {} // other types without a recipient mean nothing
+    }
+}
+
+/// Keeps the session's shared presence, and the cluster, up to date with
+/// whom it sent directed presence.
+fn publish_directed(server: &Arc<Server>, session: &Arc<LocalSession>, state: &ClientPresence) {
+    let mut shared = session.presence();
+    shared.directed = state.directed.iter().cloned().collect();
+    session.set_presence(shared);
+    if let Some(cluster) = &server.cluster {
+        cluster.announce(
+            session,
+            server.blocklists.get(&session.bare_jid).map(|l| l.clone()),
+        );
     }
 }
 
@@ -134,6 +154,12 @@ async fn broadcast(
         available,
         priority,
         last: available.then(|| stanza.clone()),
+        // Unavailable ends every directed presence (sent below).
+        directed: if available {
+            state.directed.iter().cloned().collect()
+        } else {
+            Vec::new()
+        },
     });
     if let Some(cluster) = &server.cluster {
         cluster.announce(
@@ -558,31 +584,47 @@ fn deliver_to_available(server: &Server, user: &str, stanza: &Element) {
 }
 
 /// A resource on another node vanished without its own unavailable presence
-/// (its node died or lost its bus): the user's resources and contacts
-/// connected to this node get it from here. Each node does this for its own
-/// sessions only, so nobody gets it twice.
-pub async fn resource_vanished(server: &Arc<Server>, full_jid: &str, bare: &str) {
-    let unavailable = Element::new("presence", ns::CLIENT)
-        .with_attr("type", "unavailable")
-        .with_attr("from", full_jid);
-    for s in server.directory.local_resources(bare) {
-        if s.is_available() {
-            let mut p = unavailable.clone();
-            p.set_attr("to", s.full_jid.clone());
-            let _ = s.deliver(p);
-        }
-    }
-    for item in roster_items(server, bare)
+/// (its node died or lost its bus): the user's resources, contacts, and
+/// whoever got directed presence from it, when connected to this node, get
+/// it from here. Each node does this for its own sessions only, so nobody
+/// gets it twice.
+pub async fn resource_vanished(server: &Arc<Server>, gone: &RemoteSession) {
+    let available = |s: &Arc<LocalSession>| s.is_available();
+    let mut owed: Vec<Arc<LocalSession>> = server
+        .directory
+        .local_resources(&gone.bare_jid)
+        .into_iter()
+        .filter(available)
+        .collect();
+    for item in roster_items(server, &gone.bare_jid)
         .await
         .iter()
         .filter(|i| has_from(i))
     {
-        for s in server.directory.local_resources(&item.jid) {
-            if s.is_available() {
-                let mut p = unavailable.clone();
-                p.set_attr("to", s.full_jid.clone());
-                let _ = s.deliver(p);
-            }
+        owed.extend(
+            server
+                .directory
+                .local_resources(&item.jid)
+                .into_iter()
+                .filter(available),
+        );
+    }
+    // Directed presence went to a full JID, or to the available resources
+    // of a bare JID (RFC 6121 4.6.3 owes them unavailable).
+    for to in &gone.presence().directed {
+        let bare = jids::bare_of(to);
+        owed.extend(
+            server
+                .directory
+                .local_resources(bare)
+                .into_iter()
+                .filter(|s| s.full_jid == *to || (bare == to && s.is_available())),
+        );
+    }
+    let mut sent = HashSet::new();
+    for s in owed {
+        if sent.insert(s.id) {
+            let _ = s.deliver(presence(Some("unavailable"), &gone.full_jid, &s.full_jid));
         }
     }
 }

@@ -27,16 +27,25 @@ pub struct PresenceState {
     pub priority: i8,
     /// The last available presence broadcast (for probes and new subscribers).
     pub last: Option<Element>,
+    /// JIDs outside the roster that got directed presence from it: if its
+    /// node dies, the surviving nodes owe them unavailable presence.
+    pub directed: Vec<String>,
 }
 
 impl PresenceState {
     /// Presence as a node announces it on the cluster bus (the last presence
     /// serialized).
-    pub fn from_announced(available: bool, priority: i8, last: Option<&str>) -> Self {
+    pub fn from_announced(
+        available: bool,
+        priority: i8,
+        last: Option<&str>,
+        directed: Vec<String>,
+    ) -> Self {
         PresenceState {
             available,
             priority,
             last: last.and_then(|x| zkfire_xml::parse_element(x).ok()),
+            directed,
         }
     }
 }
