@@ -191,12 +191,11 @@ class ZkfireThreeNodes(Target):
         )
 
 
-class Ejabberd(Target):
-    key = "ejabberd"
-    label = "ejabberd"
+class PackagedServer(Target):
+    """A server from Debian's packages, run by the interop support's wrapper
+    (`server`: start, stop, cleanup, c2s_port, pid, running)."""
 
-    def __init__(self, certs: CertificateSet):
-        self.server = EjabberdServer(domain=DOMAIN, certs=certs)
+    server = None
 
     def start(self) -> None:
         self.server.start()
@@ -214,6 +213,14 @@ class Ejabberd(Target):
     def pids(self) -> list[int]:
         return [self.server.pid] if self.server.running else []
 
+
+class Ejabberd(PackagedServer):
+    key = "ejabberd"
+    label = "ejabberd"
+
+    def __init__(self, certs: CertificateSet):
+        self.server = EjabberdServer(domain=DOMAIN, certs=certs)
+
     def version(self) -> str:
         erts = "unknown"
         for path in Path("/usr/lib/erlang").glob("releases/*/OTP_VERSION"):
@@ -221,7 +228,7 @@ class Ejabberd(Target):
         return f"{_dpkg_version('ejabberd')} (Erlang/OTP {erts})"
 
 
-class Prosody(Target):
+class Prosody(PackagedServer):
     key = "prosody"
     label = "Prosody"
 
@@ -232,25 +239,9 @@ class Prosody(Target):
             overrides={"server": {"log_level": "warn"}, "registration": {"allow": True}},
         )
 
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def cleanup(self) -> None:
-        self.server.stop()
-        self.server.cleanup()
-
-    def addresses(self) -> list[str]:
-        return [f"{LOOPBACK}:{self.server.c2s_port}"]
-
-    def pids(self) -> list[int]:
-        return [self.server.process.pid] if self.server.running else []
-
     def version(self) -> str:
-        lua = subprocess.run(["lua5.4", "-v"], capture_output=True, text=True).stdout.strip()
-        return f"{_dpkg_version('prosody')}" + (f" ({lua.split(' ')[0]} {lua.split(' ')[1]})" if lua else "")
+        lua = subprocess.run(["lua5.4", "-v"], capture_output=True, text=True).stdout.split()
+        return _dpkg_version("prosody") + (f" ({lua[0]} {lua[1]})" if len(lua) > 1 else "")
 
 
 class Relay(Target):

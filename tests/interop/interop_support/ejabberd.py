@@ -4,14 +4,12 @@ Used by bench/compare to run the same load against ejabberd. Everything
 lives in a fresh temporary folder owned by the `ejabberd` user: config,
 Mnesia spool, logs. The Erlang distribution is pinned to a free loopback
 port (ERL_DIST_PORT), so no epmd daemon starts and nothing listens outside
-127.0.0.1. The node is started with setpriv rather than su/runuser: PAM
-would reset the open-files limit to 1024.
+127.0.0.1.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -21,6 +19,7 @@ from pathlib import Path
 
 from .certs import CertificateSet
 from .net import LOOPBACK, free_port, wait_for_port
+from .service_user import run_as
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -164,15 +163,7 @@ class EjabberdServer:
         )
         shutil.copy("/etc/ejabberd/inetrc", self.dir / "inetrc")
         self._pid: int | None = None
-        self._as_ejabberd: list[str] = []
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("ejabberd")
-            for path in [self.dir, *self.dir.rglob("*")]:
-                os.chown(path, user.pw_uid, user.pw_gid)
-            self._as_ejabberd = [
-                "setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--init-groups",
-                "env", f"HOME={user.pw_dir}",
-            ]
+        self._as_ejabberd = run_as("ejabberd", self.dir)
 
     def ctl(self, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess:
         """Run `ejabberdctl ARGS` against this node."""

@@ -18,7 +18,6 @@ import atexit
 import copy
 import json
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -31,6 +30,7 @@ from typing import Any, Callable
 
 from .certs import CertificateSet
 from .net import LOOPBACK, free_port, wait_for_port
+from .service_user import run_as
 
 START_TIMEOUT = float(os.environ.get("ZKFIRE_INTEROP_START_TIMEOUT", "60"))
 STOP_TIMEOUT = 15.0
@@ -589,15 +589,7 @@ class ProsodyServer:
                 log_level=settings.get("server", {}).get("log_level", "debug"),
             )
         )
-        self._as_prosody: list[str] = []
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("prosody")
-            for path in [self.dir, *self.dir.rglob("*")]:
-                os.chown(path, user.pw_uid, user.pw_gid)
-            self._as_prosody = [
-                "setpriv", "--reuid=prosody", "--regid=prosody", "--init-groups",
-                "env", f"HOME={data_dir}",
-            ]
+        self._as_prosody = run_as("prosody", self.dir, home=data_dir)
 
     def add_user(self, user: str, password: str) -> None:
         result = subprocess.run(
@@ -612,6 +604,11 @@ class ProsodyServer:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        # setpriv and env exec into prosody: the same process.
+        return self.process.pid if self.process is not None else None
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self._out = open(self.dir / "prosody.out", "ab")
