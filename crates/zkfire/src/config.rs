@@ -201,6 +201,9 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// Frames queued for one peer before senders are refused.
     pub max_peer_queue: usize,
+    /// Payload bytes queued per peer and not yet acknowledged; past it (or
+    /// past `max_peer_queue` frames) a stanza for that node is undeliverable.
+    pub max_peer_queue_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -217,6 +220,7 @@ impl Default for ClusterConfig {
             client_address: None,
             heartbeat_ms: 1000,
             max_peer_queue: 100_000,
+            max_peer_queue_bytes: 64 * 1024 * 1024,
         }
     }
 }

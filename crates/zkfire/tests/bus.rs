@@ -134,6 +134,7 @@ fn config(node: &str, incarnation: i64) -> BusConfig {
         tls: None,
         heartbeat: Duration::from_millis(200),
         max_queue: 1024,
+        max_queue_bytes: 64 * 1024 * 1024,
         max_frame: 1024 * 1024,
         handshake_timeout: Duration::from_secs(1),
     }
@@ -435,6 +436,55 @@ async fn a_full_queue_gives_the_payload_back() {
     assert_eq!(waiting.await.unwrap(), Ok(()));
     let got = b.frames("queue-a", 5).await;
     assert!(got.iter().map(|p| number(p)).eq(0..5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_is_bounded_in_bytes_too() {
+    let mut ca = config("bytes-a", 1);
+    ca.max_queue = 1000;
+    ca.max_queue_bytes = 1000;
+    ca.heartbeat = Duration::from_secs(2);
+    let mut cb = config("bytes-b", 1);
+    cb.heartbeat = Duration::from_secs(2);
+    let mut a = Node::start(ca).await;
+    let mut b = Node::start(cb).await;
+    pair(&mut a, &mut b).await;
+
+    // b's handler is stuck: nothing gets acknowledged.
+    b.gate.set(true);
+    let big = |i: u32| {
+        let mut p = numbered(i);
+        p.resize(400, 0);
+        p
+    };
+    a.bus.send("bytes-b", big(0)).unwrap();
+    a.bus.send("bytes-b", big(1)).unwrap();
+    // 800 bytes wait; 400 more would pass the bound, though frames are few.
+    assert_eq!(a.bus.send("bytes-b", big(2)), Err(big(2)));
+    b.gate.set(false);
+    let got = b.frames("bytes-a", 2).await;
+    assert!(got.iter().map(|p| number(&p[..4])).eq(0..2));
+    // Acknowledged bytes leave the count: the queue takes frames again, and
+    // one frame larger than the whole bound passes an empty queue.
+    wait_until(|| a.bus.send("bytes-b", big(2)).is_ok()).await;
+    let _ = b.frames("bytes-a", 1).await;
+    let mut huge = numbered(3);
+    huge.resize(1500, 0);
+    wait_until(|| a.bus.send("bytes-b", huge.clone()).is_ok()).await;
+    let got = b.frames("bytes-a", 1).await;
+    assert_eq!(got[0].len(), 1500);
+}
+
+/// Polls `ready` until it holds (bounded by WAIT).
+async fn wait_until(mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 // ---- a TCP relay between two nodes that can stall or cut the link ----

@@ -81,6 +81,7 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
         tls,
         heartbeat: Duration::from_millis(c.heartbeat_ms),
         max_queue: c.max_peer_queue,
+        max_queue_bytes: c.max_peer_queue_bytes,
         max_frame: MAX_FRAME,
         handshake_timeout: Duration::from_secs(5),
     };

@@ -22,7 +22,7 @@ mod listener;
 mod peer;
 
 use handshake::{valid_node_id, Identity};
-use peer::{NotQueued, PeerSlot};
+use peer::{NotQueued, PeerSlot, QueueLimit};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +45,8 @@ pub struct BusConfig {
     pub heartbeat: Duration,
     /// Frames queued per peer and not yet acknowledged by it.
     pub max_queue: usize,
+    /// Payload bytes queued per peer and not yet acknowledged by it.
+    pub max_queue_bytes: usize,
     /// Largest payload of one frame.
     pub max_frame: usize,
     /// Bound on connecting, TLS and authentication together.
@@ -61,6 +63,7 @@ impl std::fmt::Debug for BusConfig {
             .field("tls", &self.tls.is_some())
             .field("heartbeat", &self.heartbeat)
             .field("max_queue", &self.max_queue)
+            .field("max_queue_bytes", &self.max_queue_bytes)
             .field("max_frame", &self.max_frame)
             .field("handshake_timeout", &self.handshake_timeout)
             .finish()
@@ -104,7 +107,7 @@ pub(crate) struct Shared {
     pub secret: Vec<u8>,
     pub tls: Option<link::Tls>,
     pub heartbeat: Duration,
-    pub max_queue: usize,
+    pub queue_limit: QueueLimit,
     pub max_frame: usize,
     pub handshake_timeout: Duration,
     pub handler: Arc<dyn BusHandler>,
@@ -152,7 +155,10 @@ impl Bus {
             !config.handshake_timeout.is_zero(),
             "bus handshake timeout must be positive"
         );
-        anyhow::ensure!(config.max_queue > 0, "bus max_queue must be positive");
+        anyhow::ensure!(
+            config.max_queue > 0 && config.max_queue_bytes > 0,
+            "bus max_queue and max_queue_bytes must be positive"
+        );
         anyhow::ensure!(
             config.max_frame > 0 && config.max_frame <= u32::MAX as usize - frame::DATA_OVERHEAD,
             "bus max_frame must be between 1 and {} bytes",
@@ -172,7 +178,10 @@ impl Bus {
                 .tls
                 .map(|(server, client)| link::Tls::new(server, client)),
             heartbeat: config.heartbeat,
-            max_queue: config.max_queue,
+            queue_limit: QueueLimit {
+                frames: config.max_queue,
+                bytes: config.max_queue_bytes,
+            },
             max_frame: config.max_frame,
             handshake_timeout: config.handshake_timeout,
             handler,
@@ -262,7 +271,7 @@ impl Bus {
         }
         match self.shared.slot(node_id) {
             Some(slot) => slot
-                .try_send(payload, self.shared.max_queue)
+                .try_send(payload, self.shared.queue_limit)
                 .map_err(|(p, _)| p),
             None => Err(payload),
         }
@@ -290,7 +299,7 @@ impl Bus {
             let room = slot.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match slot.try_send(payload, self.shared.max_queue) {
+            match slot.try_send(payload, self.shared.queue_limit) {
                 Ok(()) => return Ok(()),
                 Err((p, NotQueued::Full)) => payload = p,
                 Err((p, NotQueued::NotConnected)) => return Err(p),

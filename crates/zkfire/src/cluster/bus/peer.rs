@@ -36,8 +36,16 @@ const IO_BUFFER: usize = 64 * 1024;
 pub(crate) enum NotQueued {
     /// No authenticated connection now (or the peer was removed).
     NotConnected,
-    /// `max_queue` frames are waiting for the peer's acknowledgement.
+    /// The frames waiting for the peer's acknowledgement are at the queue's
+    /// limit, in count or in bytes.
     Full,
+}
+
+/// How much may wait for one peer's acknowledgement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimit {
+    pub frames: usize,
+    pub bytes: usize,
 }
 
 pub(crate) struct PeerSlot {
@@ -65,6 +73,8 @@ struct State {
     stream: u64,
     base_seq: u64,
     outbox: VecDeque<Arc<Vec<u8>>>,
+    /// Payload bytes in `outbox`.
+    outbox_bytes: usize,
     /// Index in `outbox` of the next frame to write on this connection.
     write_pos: usize,
     /// The peer's stream as far as we know it (0: none yet), and how many of
@@ -99,6 +109,7 @@ impl PeerSlot {
                 stream: rand::thread_rng().gen_range(1..=u64::MAX),
                 base_seq: 0,
                 outbox: VecDeque::new(),
+                outbox_bytes: 0,
                 write_pos: 0,
                 in_stream: 0,
                 received: 0,
@@ -121,14 +132,23 @@ impl PeerSlot {
     }
 
     /// Queues a frame if the peer is connected and the queue has room.
-    pub fn try_send(&self, payload: Vec<u8>, max_queue: usize) -> Result<(), (Vec<u8>, NotQueued)> {
+    pub fn try_send(
+        &self,
+        payload: Vec<u8>,
+        limit: QueueLimit,
+    ) -> Result<(), (Vec<u8>, NotQueued)> {
         let mut st = self.state();
         if st.retired || st.conn.is_none() {
             return Err((payload, NotQueued::NotConnected));
         }
-        if st.outbox.len() >= max_queue {
+        // The byte bound lets one frame in even when it alone is larger,
+        // so a big stanza can always pass an empty queue.
+        if st.outbox.len() >= limit.frames
+            || (!st.outbox.is_empty() && st.outbox_bytes + payload.len() > limit.bytes)
+        {
             return Err((payload, NotQueued::Full));
         }
+        st.outbox_bytes += payload.len();
         st.outbox.push_back(Arc::new(payload));
         drop(st);
         self.wake_writer.notify_one();
@@ -156,12 +176,14 @@ impl PeerSlot {
         self.cancel.cancel();
         self.room.notify_waiters();
         let _running = self.conn_lock.lock().await;
-        let frames: Vec<Vec<u8>> = self
-            .state()
+        let mut st = self.state();
+        st.outbox_bytes = 0;
+        let frames: Vec<Vec<u8>> = st
             .outbox
             .drain(..)
             .map(|f| Arc::try_unwrap(f).unwrap_or_else(|shared| (*shared).clone()))
             .collect();
+        drop(st);
         if !frames.is_empty() {
             tracing::info!(
                 peer = %self.info.node_id,
@@ -336,7 +358,8 @@ impl PeerSlot {
             return Ok(());
         }
         let n = (received - st.base_seq) as usize;
-        st.outbox.drain(..n);
+        let freed: usize = st.outbox.drain(..n).map(|f| f.len()).sum();
+        st.outbox_bytes -= freed;
         st.base_seq = received;
         st.write_pos = st.write_pos.saturating_sub(n);
         drop(st);
