@@ -143,6 +143,17 @@ impl Scene {
         );
     }
 
+    async fn bob_got_no_message(&mut self, sent: &str) {
+        let leaked = self
+            .bob
+            .none_within(Duration::from_millis(300), |e| e.name() == "message")
+            .await;
+        assert!(
+            leaked.is_ok(),
+            "a stanza sent {sent} was delivered: {leaked:?}"
+        );
+    }
+
     /// The server is up, alice and bob still talk, and a new client logs in
     /// and gets an answer to a ping.
     async fn still_serving(&mut self) {
@@ -969,14 +980,7 @@ async fn stanzas_before_authentication_are_not_authorized() {
     let data = "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>";
     assert_eq!(attack(&mut c, data).await, stream_error("not-authorized"));
 
-    let leaked = s
-        .bob
-        .none_within(Duration::from_millis(300), |e| e.name() == "message")
-        .await;
-    assert!(
-        leaked.is_ok(),
-        "a stanza sent before authentication was delivered: {leaked:?}"
-    );
+    s.bob_got_no_message("before authentication").await;
     s.still_serving().await;
 }
 
@@ -993,14 +997,7 @@ async fn stanza_before_binding_is_not_authorized() {
     c.open().await;
     let data = "<message to='bob@localhost/b1'><body>before bind</body></message>";
     assert_eq!(attack(&mut c, data).await, stream_error("not-authorized"));
-    let leaked = s
-        .bob
-        .none_within(Duration::from_millis(300), |e| e.name() == "message")
-        .await;
-    assert!(
-        leaked.is_ok(),
-        "a stanza sent before binding was delivered: {leaked:?}"
-    );
+    s.bob_got_no_message("before binding").await;
     s.still_serving().await;
 }
 

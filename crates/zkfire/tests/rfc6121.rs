@@ -7,10 +7,24 @@ use common::{Client, TestServer};
 use std::time::Duration;
 use zkfire_xml::ns;
 
-/// Makes alice and bob subscribed to each other.
+/// Creates the accounts alice and bob (not subscribed to each other).
 fn users(server: &TestServer) {
     server.add_user("alice", "pw");
     server.add_user("bob", "pw");
+}
+
+/// A server with alice (resource `a`) and bob (`b`) logged in, and with
+/// initial presence sent when `available`.
+async fn alice_and_bob(available: bool) -> (TestServer, Client, Client) {
+    let server = TestServer::start();
+    users(&server);
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+    let mut b = Client::login(&server, "bob", "pw", "b").await;
+    if available {
+        a.available().await;
+        b.available().await;
+    }
+    (server, a, b)
 }
 
 #[tokio::test]
@@ -115,12 +129,7 @@ async fn pending_subscription_request_comes_again_at_login() {
 
 #[tokio::test]
 async fn pre_approved_subscription_is_accepted_at_once() {
-    let server = TestServer::start();
-    users(&server);
-    let mut a = Client::login(&server, "alice", "pw", "a").await;
-    let mut b = Client::login(&server, "bob", "pw", "b").await;
-    a.available().await;
-    b.available().await;
+    let (_server, mut a, mut b) = alice_and_bob(true).await;
     b.send("<presence to='alice@localhost' type='subscribed'/>")
         .await;
     let push = b.next_matching(|e| e.name() == "iq").await;
@@ -147,12 +156,7 @@ async fn pre_approved_subscription_is_accepted_at_once() {
 
 #[tokio::test]
 async fn contacts_see_unavailable_when_connection_drops() {
-    let server = TestServer::start();
-    users(&server);
-    let mut a = Client::login(&server, "alice", "pw", "a").await;
-    let mut b = Client::login(&server, "bob", "pw", "b").await;
-    a.available().await;
-    b.available().await;
+    let (_server, mut a, mut b) = alice_and_bob(true).await;
     befriend(&mut a, &mut b).await;
     drop(b); // no stream close, the socket just goes
     a.next_matching(presence_from("bob@localhost/b", Some("unavailable")))
@@ -161,12 +165,7 @@ async fn contacts_see_unavailable_when_connection_drops() {
 
 #[tokio::test]
 async fn directed_presence_is_followed_by_unavailable() {
-    let server = TestServer::start();
-    users(&server);
-    let mut a = Client::login(&server, "alice", "pw", "a").await;
-    let mut b = Client::login(&server, "bob", "pw", "b").await;
-    a.available().await;
-    b.available().await;
+    let (_server, mut a, mut b) = alice_and_bob(true).await;
     a.send("<presence to='bob@localhost/b'/>").await;
     b.next_matching(presence_from("alice@localhost/a", None))
         .await;
@@ -273,10 +272,7 @@ async fn delivery_errors() {
 
 #[tokio::test]
 async fn iq_to_full_jid_is_routed_and_answered() {
-    let server = TestServer::start();
-    users(&server);
-    let mut a = Client::login(&server, "alice", "pw", "a").await;
-    let mut b = Client::login(&server, "bob", "pw", "b").await;
+    let (_server, mut a, mut b) = alice_and_bob(false).await;
     a.send("<iq type='get' id='q1' to='bob@localhost/b'><query xmlns='jabber:iq:version'/></iq>")
         .await;
     let q = b.next_matching(|e| e.name() == "iq").await;
