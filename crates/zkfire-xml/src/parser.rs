@@ -206,7 +206,25 @@ impl StreamParser {
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
+        if self.between {
+            self.release_buffers();
+        }
         result
+    }
+
+    /// Frees the parsing buffers while no stanza is half-read. rxml reserves
+    /// its whole token limit (32 KiB) for the first text or attribute value
+    /// and keeps it; an idle stream would hold it for nothing.
+    fn release_buffers(&mut self) {
+        self.raw.release_temporaries();
+        self.tree.release_buffers();
+        self.head.release_buffers();
+    }
+
+    /// Bytes of parsing buffers held now (rxml's excluded), for tests.
+    #[cfg(test)]
+    fn buffer_capacity(&self) -> usize {
+        self.tree.capacity() + self.head.capacity()
     }
 
     /// Starts over for a new stream on the same connection (after STARTTLS
@@ -516,6 +534,25 @@ fn header_from(root: Element, default_ns: String) -> StreamHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An idle stream keeps no buffer a stanza grew; one half-read keeps it.
+    #[test]
+    fn buffers_are_freed_between_stanzas() {
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        p.feed(
+            b"<stream:stream xmlns='jabber:client' \
+              xmlns:stream='http://etherx.jabber.org/streams'>",
+            &mut out,
+        )
+        .unwrap();
+        p.feed(b"<message a='1' b='2'><body><x>hi</x>", &mut out)
+            .unwrap();
+        assert!(p.buffer_capacity() > 0);
+        p.feed(b"</body></message>", &mut out).unwrap();
+        assert_eq!(p.buffer_capacity(), 0);
+        assert!(matches!(out.last(), Some(StreamEvent::Stanza(_))));
+    }
 
     /// The stanza byte count starts from where rxml reports the element;
     /// check that this lands on its `<` however the input is split, also

@@ -75,6 +75,18 @@ impl Head {
         self.attrs.clear();
     }
 
+    /// Frees the attributes of the last element, unless one is being read.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.name.is_none() {
+            self.attrs = Vec::new();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.attrs.capacity()
+    }
+
     /// Adds an attribute (declarations included); returns how many there are.
     pub(crate) fn push_attr(
         &mut self,

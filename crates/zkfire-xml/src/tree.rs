@@ -32,6 +32,16 @@ impl TreeBuilder {
             None => Some(done),
         }
     }
+
+    /// Frees the stack a deep stanza grew (call between stanzas).
+    pub(crate) fn release_buffers(&mut self) {
+        self.open.shrink_to_fit();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.open.capacity()
+    }
 }
 
 #[cfg(test)]

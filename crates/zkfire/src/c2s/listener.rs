@@ -40,24 +40,49 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, direct_tls: bool)
     }
 }
 
+/// One client connection, from accept to the end of its session.
+///
+/// A task keeps room for its largest state for its whole life, and a local
+/// kept across two awaits gets a slot of its own; sessions mostly sit idle,
+/// so every step before the session loop runs boxed, freed once it is over.
 async fn handle(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
-    let _ = tcp.set_nodelay(true);
-    let write_timeout = Duration::from_secs(server.config.limits.write_timeout_secs);
-    let limits = server.config.xml_limits();
     let Some(_slot) = server.conn_limiter.acquire(peer.ip()) else {
         tracing::warn!(%peer, "too many connections from this address");
         if !direct_tls {
-            let mut stream = XmppStream::new(Transport::Plain(tcp), peer, limits, write_timeout);
-            stream
-                .close_with_error(
-                    &server.domain,
-                    "policy-violation",
-                    Some("too many connections from your address"),
-                )
-                .await;
+            Box::pin(refuse(&server, tcp, peer)).await;
         }
         return;
     };
+    let negotiated = Box::pin(open(&server, tcp, peer, direct_tls)).await;
+    super::session::run(server, negotiated).await;
+}
+
+/// Turns away a connection over the per-address limit.
+async fn refuse(server: &Server, tcp: TcpStream, peer: SocketAddr) {
+    let mut stream = new_stream(server, Transport::Plain(tcp), peer);
+    stream
+        .close_with_error(
+            &server.domain,
+            "policy-violation",
+            Some("too many connections from your address"),
+        )
+        .await;
+}
+
+fn new_stream(server: &Server, transport: Transport, peer: SocketAddr) -> XmppStream {
+    let write_timeout = Duration::from_secs(server.config.limits.write_timeout_secs);
+    XmppStream::new(transport, peer, server.config.xml_limits(), write_timeout)
+}
+
+/// The TLS handshake of direct-TLS listeners, then stream negotiation up to
+/// a bound resource.
+async fn open(
+    server: &Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) -> Negotiated {
+    let _ = tcp.set_nodelay(true);
     let transport = if direct_tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(server.tls.direct.clone());
         let timeout = Duration::from_secs(server.config.limits.tls_handshake_timeout_secs);
@@ -65,17 +90,17 @@ async fn handle(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tl
             Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "TLS handshake failed: {e}");
-                return;
+                return Negotiated::Closed;
             }
             Err(_) => {
                 tracing::debug!(%peer, "TLS handshake timed out");
-                return;
+                return Negotiated::Closed;
             }
         }
     } else {
         Transport::Plain(tcp)
     };
-    let mut stream = XmppStream::new(transport, peer, limits, write_timeout);
+    let mut stream = new_stream(server, transport, peer);
     if !server.serving.load(std::sync::atomic::Ordering::SeqCst) {
         // A cluster node that is not a member (yet, or any more) serves no one.
         match server.redirect() {
@@ -90,13 +115,12 @@ async fn handle(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tl
                     .await
             }
         }
-        return;
+        return Negotiated::Closed;
     }
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(server.config.limits.auth_timeout_secs);
-    let negotiated = tokio::select! {
-        n = negotiate(&server, stream, deadline) => n,
+    tokio::select! {
+        n = negotiate(server, stream, deadline) => n,
         _ = server.shutdown.cancelled() => Negotiated::Closed,
-    };
-    super::session::run(server, negotiated).await;
+    }
 }

@@ -53,6 +53,23 @@ pub struct Session {
 
 /// Binds the resource and runs the session to its end.
 pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
+    // Boxed: what `start` keeps across its awaits is freed once the session
+    // runs (see `listener::handle`).
+    let Some((mut session, stream, mut rx)) = Box::pin(start(server, negotiated)).await else {
+        return;
+    };
+    // Owned here and lent to the loop: an async fn's arguments are stored
+    // apart from its locals, so passing them by value would store them twice.
+    let mut stream = Some(stream);
+    session.run_loop(&mut stream, &mut rx).await;
+    Box::pin(session.finish(stream, rx)).await;
+}
+
+/// Binds the resource: the session, its stream and its queue.
+async fn start(
+    server: Arc<Server>,
+    negotiated: Negotiated,
+) -> Option<(Session, XmppStream, SessionReceiver)> {
     let (stream, node, resource, handover) = match negotiated {
         Negotiated::Bound {
             stream,
@@ -65,13 +82,11 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
             previd,
             state,
         } => {
-            let Some((_, resource)) = state.full_jid.split_once('/') else {
-                return;
-            };
+            let (_, resource) = state.full_jid.split_once('/')?;
             let resource = resource.to_string();
             (stream, node, resource, Some((previd, state)))
         }
-        Negotiated::Resumed | Negotiated::Closed => return,
+        Negotiated::Resumed | Negotiated::Closed => return None,
     };
     let bare = format!("{node}@{}", server.domain);
     let mut stream = *stream;
@@ -110,19 +125,21 @@ pub async fn run(server: Arc<Server>, negotiated: Negotiated) {
     }
     // A failed flush shows up again at the first read, which ends the session.
     let _ = stream.flush().await;
-    session.run_loop(Some(stream), rx).await;
+    Some((session, stream, rx))
 }
 
 impl Session {
-    async fn run_loop(mut self, mut stream: Option<XmppStream>, mut rx: SessionReceiver) {
+    async fn run_loop(&mut self, stream: &mut Option<XmppStream>, rx: &mut SessionReceiver) {
         let ping_after = Duration::from_secs(self.server.config.limits.ping_after_secs);
         let ping_timeout = Duration::from_secs(self.server.config.limits.ping_timeout_secs);
+        // Handlers run boxed: their states (storage calls and all) would
+        // otherwise be part of every idle session's task (see `listener::handle`).
         loop {
             // Events parsed ahead of time (pipelined after bind or resume).
             let mut end = End::No;
             if let Some(s) = stream.as_mut() {
                 while let Some(ev) = s.pop_event() {
-                    end = self.on_event(s, ev).await;
+                    end = Box::pin(self.on_event(s, ev)).await;
                     if end != End::No {
                         break;
                     }
@@ -141,43 +158,40 @@ impl Session {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         if let Some(s) = stream.as_mut() {
-                            close_for_leaving(&self.server, s).await;
+                            Box::pin(close_for_leaving(&self.server, s)).await;
                         }
                         end = End::Over;
                     }
                     cmd = rx.recv() => {
                         end = match cmd {
-                            Some(cmd) => self.on_command(&mut stream, &mut rx, cmd).await,
+                            Some(cmd) => Box::pin(self.on_command(stream, rx, cmd)).await,
                             None => End::Over,
                         };
                     }
-                    r = read(&mut stream) => {
+                    r = read(stream) => {
                         end = match r {
                             Ok(()) => { self.last_heard = Instant::now(); End::No }
                             Err(ReadError::Xml(e)) => {
-                                if let Some(s) = stream.take() {
-                                    read_failed(s, &self.server, ReadError::Xml(e)).await;
-                                }
+                                Box::pin(fail_stream(stream, &self.server, e)).await;
                                 End::Over
                             }
                             Err(_) => self.connection_lost(),
                         };
                     }
                     _ = tokio::time::sleep_until(timer) => {
-                        end = self.on_timer(&mut stream).await;
+                        end = Box::pin(self.on_timer(stream)).await;
                     }
                 }
             }
             match end {
                 End::No => {}
                 End::Detach => {
-                    stream = None;
+                    *stream = None;
                     tracing::info!(jid = %self.handle.full_jid, "connection lost; waiting for resumption");
                 }
                 End::Over => break,
             }
         }
-        self.finish(stream, rx).await;
     }
 
     /// The connection broke: detach when it can be resumed, else end.
@@ -239,7 +253,8 @@ impl Session {
     /// Flushes the output; what was written is the client's once it is out.
     async fn flush(&mut self, stream: &mut XmppStream) -> std::io::Result<()> {
         stream.flush().await?;
-        self.in_flight.clear();
+        // Freed, not cleared: idle sessions keep no room for stanzas.
+        self.in_flight = Vec::new();
         Ok(())
     }
 
@@ -254,7 +269,7 @@ impl Session {
                 let Some(s) = stream.as_mut() else {
                     // Detached: keep it for the resumed stream, within bounds.
                     if let Some(sm) = self.sm.as_mut() {
-                        sm.sent(stanza);
+                        sm.sent(*stanza);
                     }
                     return if self.too_many_unacked() {
                         End::Over
@@ -262,12 +277,12 @@ impl Session {
                         End::No
                     };
                 };
-                self.write(s, stanza);
+                self.write(s, *stanza);
                 // Take whatever else is already queued, and write it in one go.
                 let mut n = 1;
                 while n < BATCH {
                     match rx.try_recv() {
-                        Some(SessionCommand::Deliver(stanza)) => self.write(s, stanza),
+                        Some(SessionCommand::Deliver(stanza)) => self.write(s, *stanza),
                         Some(other) => return Box::pin(self.on_command(stream, rx, other)).await,
                         None => break,
                     }
@@ -375,7 +390,7 @@ impl Session {
         }
         for cmd in rx.close_and_drain() {
             if let SessionCommand::Deliver(stanza) = cmd {
-                sm.sent(stanza);
+                sm.sent(*stanza);
             }
         }
         let p = self.handle.presence();
@@ -700,7 +715,7 @@ impl Session {
         pending.extend(self.sm.take().map(|sm| sm.unacked).unwrap_or_default());
         for cmd in rx.close_and_drain() {
             match cmd {
-                SessionCommand::Deliver(stanza) => pending.push(stanza),
+                SessionCommand::Deliver(stanza) => pending.push(*stanza),
                 SessionCommand::Resume(request) => {
                     let mut s = request.stream;
                     s.queue(&failed_element("item-not-found", None));
@@ -753,6 +768,14 @@ pub async fn reroute(server: &Arc<Server>, stanza: Element) {
             bounce(server, &stanza, StanzaError::service_unavailable()).await
         }
         _ => {}
+    }
+}
+
+/// Ends the stream on bad XML, taking it inside the boxed future so that
+/// the caller does not keep room for a stream across the await.
+async fn fail_stream(stream: &mut Option<XmppStream>, server: &Server, e: zkfire_xml::XmlError) {
+    if let Some(s) = stream.take() {
+        read_failed(s, server, ReadError::Xml(e)).await;
     }
 }
 

@@ -13,6 +13,9 @@ use zkfire_xml::{
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
+/// Room reserved for output when a write starts, so a typical stanza does not
+/// grow the buffer step by step (it is freed after each flush).
+const WRITE_CHUNK: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -72,6 +75,7 @@ impl XmppStream {
     /// Reads once from the socket and parses what came. Cancel-safe: nothing
     /// is lost when the future is dropped before it completes.
     pub async fn read_some(&mut self) -> Result<(), ReadError> {
+        self.transport.readable().await?;
         if self.read_buf.len() < READ_CHUNK {
             self.read_buf.resize(READ_CHUNK, 0);
         }
@@ -80,20 +84,35 @@ impl XmppStream {
             return Err(ReadError::Closed);
         }
         let mut out = Vec::new();
-        self.parser.feed(&self.read_buf[..n], &mut out)?;
-        self.events.extend(out);
+        let parsed = self.parser.feed(&self.read_buf[..n], &mut out);
+        if !self.transport.is_tls() {
+            // Plain TCP waits for data without a buffer (see `readable`):
+            // idle sessions then hold none.
+            self.read_buf = Vec::new();
+        }
+        parsed?;
+        if self.events.is_empty() {
+            self.events = out.into();
+        } else {
+            self.events.extend(out);
+        }
         Ok(())
     }
 
     /// The next parsed event, if one is waiting.
     pub fn pop_event(&mut self) -> Option<StreamEvent> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if self.events.is_empty() {
+            // Events are large; an idle session keeps no room for them.
+            self.events = VecDeque::new();
+        }
+        ev
     }
 
     /// Waits for the next event.
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadError> {
         loop {
-            if let Some(ev) = self.events.pop_front() {
+            if let Some(ev) = self.pop_event() {
                 return Ok(ev);
             }
             self.read_some().await?;
@@ -165,11 +184,13 @@ impl XmppStream {
 
     /// Queues a stanza or nonza of the `jabber:client` stream.
     pub fn queue(&mut self, el: &Element) {
+        self.write_buf.reserve(WRITE_CHUNK);
         el.write_to(&mut self.write_buf, ns::CLIENT);
     }
 
     /// Queues already serialized XML.
     pub fn queue_raw(&mut self, xml: &str) {
+        self.write_buf.reserve(WRITE_CHUNK);
         self.write_buf.push_str(xml);
     }
 
@@ -196,11 +217,8 @@ impl XmppStream {
             self.transport.flush().await
         })
         .await;
-        self.write_buf.clear();
-        // Keep idle sessions small: drop a buffer grown by a burst.
-        if self.write_buf.capacity() > 64 * 1024 {
-            self.write_buf = String::new();
-        }
+        // Idle sessions keep no output buffer.
+        self.write_buf = String::new();
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),

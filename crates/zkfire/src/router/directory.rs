@@ -197,3 +197,22 @@ impl Directory {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logouts leave no entry behind: the directory shrinks back to empty.
+    #[test]
+    fn unbinding_every_resource_removes_the_account() {
+        let dir = Directory::default();
+        let (a, _rx_a) = LocalSession::new("u@localhost", "a", 10);
+        let (b, _rx_b) = LocalSession::new("u@localhost", "b", 10);
+        dir.bind(a.clone());
+        dir.bind(b.clone());
+        assert!(!dir.unbind(&a));
+        assert!(dir.unbind(&b));
+        assert!(!dir.has_resources("u@localhost"));
+        assert_eq!(dir.local.len(), 0);
+    }
+}

@@ -8,8 +8,9 @@ use zkfire_xml::Element;
 
 /// What a session task is asked to do.
 pub enum SessionCommand {
-    /// Write this stanza to the client.
-    Deliver(Element),
+    /// Write this stanza to the client. Boxed to keep the command small:
+    /// every session's channel allocates room for 32 commands up front.
+    Deliver(Box<Element>),
     /// End the session with this stream error condition (`conflict` when
     /// another login took the full JID, `not-authorized` when the account was
     /// removed).
@@ -104,11 +105,11 @@ impl LocalSession {
             return Err(stanza);
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(SessionCommand::Deliver(stanza)) {
+        match self.tx.send(SessionCommand::Deliver(Box::new(stanza))) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(SessionCommand::Deliver(stanza))) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(stanza)
+                Err(*stanza)
             }
             Err(_) => unreachable!("send returns the command it was given"),
         }
