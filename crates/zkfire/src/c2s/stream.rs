@@ -4,9 +4,10 @@ use super::transport::Transport;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use zkfire_xml::{
     escape_attr, escape_text, ns, Element, Limits, StreamEvent, StreamParser, XmlError,
 };
@@ -30,7 +31,6 @@ pub enum ReadError {
 pub struct XmppStream {
     transport: Transport,
     parser: StreamParser,
-    read_buf: Vec<u8>,
     events: VecDeque<StreamEvent>,
     write_buf: String,
     peer: SocketAddr,
@@ -50,7 +50,6 @@ impl XmppStream {
         XmppStream {
             transport,
             parser: StreamParser::new(limits),
-            read_buf: Vec::new(),
             events: VecDeque::new(),
             write_buf: String::new(),
             peer,
@@ -75,21 +74,31 @@ impl XmppStream {
     /// Reads once from the socket and parses what came. Cancel-safe: nothing
     /// is lost when the future is dropped before it completes.
     pub async fn read_some(&mut self) -> Result<(), ReadError> {
-        self.transport.readable().await?;
-        if self.read_buf.len() < READ_CHUNK {
-            self.read_buf.resize(READ_CHUNK, 0);
-        }
-        let n = self.transport.read(&mut self.read_buf).await?;
-        if n == 0 {
-            return Err(ReadError::Closed);
-        }
         let mut out = Vec::new();
-        let parsed = self.parser.feed(&self.read_buf[..n], &mut out);
-        if !self.transport.is_tls() {
-            // Plain TCP waits for data without a buffer (see `readable`):
-            // idle sessions then hold none.
-            self.read_buf = Vec::new();
-        }
+        let parsed = match &mut self.transport {
+            Transport::Tls(tls) => {
+                // rustls holds the decrypted bytes already: parse them in
+                // place, so a TLS session needs no read buffer of its own.
+                let data = tls.fill_buf().await?;
+                if data.is_empty() {
+                    return Err(ReadError::Closed);
+                }
+                let n = data.len();
+                let parsed = self.parser.feed(data, &mut out);
+                Pin::new(tls.as_mut()).consume(n);
+                parsed
+            }
+            Transport::Plain(tcp) => {
+                // Wait for data before taking a buffer: idle sessions hold none.
+                tcp.readable().await?;
+                let mut buf = vec![0; READ_CHUNK];
+                let n = tcp.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(ReadError::Closed);
+                }
+                self.parser.feed(&buf[..n], &mut out)
+            }
+        };
         parsed?;
         if self.events.is_empty() {
             self.events = out.into();

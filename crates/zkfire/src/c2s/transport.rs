@@ -18,16 +18,6 @@ impl Transport {
         matches!(self, Transport::Tls(_))
     }
 
-    /// Waits until a read may find data. Plain TCP says so without a buffer,
-    /// so an idle connection holds none; TLS may have decrypted data waiting
-    /// already, so it is always ready (its read waits instead).
-    pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            Transport::Plain(tcp) => tcp.readable().await,
-            Transport::Tls(_) => Ok(()),
-        }
-    }
-
     /// The tls-exporter channel binding value, when this is TLS 1.3.
     pub fn tls_exporter(&self) -> Option<Vec<u8>> {
         match self {
