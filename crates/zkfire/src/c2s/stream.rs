@@ -29,6 +29,8 @@ pub struct XmppStream {
     parser: StreamParser,
     read_buf: Vec<u8>,
     events: VecDeque<StreamEvent>,
+    /// What the parser returned from the last read, kept to reuse its buffer.
+    parsed: Vec<StreamEvent>,
     write_buf: String,
     peer: SocketAddr,
     header_sent: bool,
@@ -49,6 +51,7 @@ impl XmppStream {
             parser: StreamParser::new(limits),
             read_buf: Vec::new(),
             events: VecDeque::new(),
+            parsed: Vec::new(),
             write_buf: String::new(),
             peer,
             header_sent: false,
@@ -79,9 +82,11 @@ impl XmppStream {
         if n == 0 {
             return Err(ReadError::Closed);
         }
-        let mut out = Vec::new();
-        self.parser.feed(&self.read_buf[..n], &mut out)?;
-        self.events.extend(out);
+        if let Err(e) = self.parser.feed(&self.read_buf[..n], &mut self.parsed) {
+            self.parsed.clear();
+            return Err(e.into());
+        }
+        self.events.extend(self.parsed.drain(..));
         Ok(())
     }
 
