@@ -4,7 +4,48 @@
 //! `to` and `id` on nearly every stanza, and wants plain `&str` access to names,
 //! namespaces and attributes without conversions or allocation on each look-up.
 
+use crate::ns;
+use std::borrow::Cow;
 use std::fmt::Write as _;
+
+/// An element or attribute name, or a namespace. Nearly all are one of a
+/// few fixed strings, held without allocating.
+pub type Name = Cow<'static, str>;
+
+/// The names, namespaces and attribute names of everyday stanzas: parsed
+/// ones are held as these static strings, so reading a message allocates
+/// nothing for them.
+const COMMON: &[&str] = &[
+    ns::CLIENT,
+    ns::SM,
+    ns::STANZA_ERRORS,
+    "message",
+    "presence",
+    "iq",
+    "body",
+    "thread",
+    "subject",
+    "show",
+    "status",
+    "priority",
+    "error",
+    "query",
+    "to",
+    "from",
+    "id",
+    "type",
+    "h",
+    "a",
+    "r",
+];
+
+/// A parsed name: the static copy when it is a common one.
+pub(crate) fn common_name(s: &str) -> Name {
+    match COMMON.iter().find(|c| **c == s) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(s.to_owned()),
+    }
+}
 
 /// A child of an element: another element, or character data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +61,14 @@ pub enum Node {
 /// namespaces are kept as `{namespace-uri}local-name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
-    name: String,
-    ns: String,
-    attrs: Vec<(String, String)>,
+    name: Name,
+    ns: Name,
+    attrs: Vec<(Name, String)>,
     nodes: Vec<Node>,
 }
 
 impl Element {
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Name>, ns: impl Into<Name>) -> Self {
         Element {
             name: name.into(),
             ns: ns.into(),
@@ -38,7 +79,7 @@ impl Element {
 
     /// An element from parts the parser has already checked (attribute names
     /// unique), so no per-attribute look-up is needed.
-    pub(crate) fn from_parts(name: String, ns: String, attrs: Vec<(String, String)>) -> Self {
+    pub(crate) fn from_parts(name: Name, ns: Name, attrs: Vec<(Name, String)>) -> Self {
         Element {
             name,
             ns,
@@ -48,7 +89,7 @@ impl Element {
     }
 
     /// Builder form of [`Element::set_attr`].
-    pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_attr(mut self, name: impl Into<Name>, value: impl Into<String>) -> Self {
         self.set_attr(name, value);
         self
     }
@@ -85,14 +126,14 @@ impl Element {
     }
 
     pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.attrs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.attrs.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
     }
 
     pub fn attr_count(&self) -> usize {
         self.attrs.len()
     }
 
-    pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn set_attr(&mut self, name: impl Into<Name>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
         match self.attrs.iter_mut().find(|(n, _)| *n == name) {
@@ -228,33 +269,43 @@ impl Element {
 }
 
 fn escape_text_into(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            // A raw CR would be read back as LF (XML line-end handling), so
-            // it must travel as a character reference to survive a round trip.
-            '\r' => out.push_str("&#13;"),
-            _ => out.push(c),
-        }
-    }
+    escape_into(s, out, |b| match b {
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'&' => Some("&amp;"),
+        // A raw CR would be read back as LF (XML line-end handling), so
+        // it must travel as a character reference to survive a round trip.
+        b'\r' => Some("&#13;"),
+        _ => None,
+    });
 }
 
 fn escape_attr_into(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#9;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            _ => out.push(c),
+    escape_into(s, out, |b| match b {
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'&' => Some("&amp;"),
+        b'\'' => Some("&apos;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#9;"),
+        b'\n' => Some("&#10;"),
+        b'\r' => Some("&#13;"),
+        _ => None,
+    });
+}
+
+/// Copies `s` to `out` a run at a time, replacing the bytes `escape` names.
+/// They are all ASCII, so a run never ends inside a character.
+fn escape_into(s: &str, out: &mut String, escape: impl Fn(u8) -> Option<&'static str>) {
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if let Some(replacement) = escape(b) {
+            out.push_str(&s[run..i]);
+            out.push_str(replacement);
+            run = i + 1;
         }
     }
+    out.push_str(&s[run..]);
 }
 
 /// Escapes character data.
@@ -297,6 +348,14 @@ mod tests {
     fn namespace_with_brace_is_written_whole() {
         let e = Element::new("a", "n").with_attr("{urn:x}y}z", "1");
         assert_eq!(e.to_xml(), "<a xmlns='n' xmlns:a0='urn:x}y' a0:z='1'/>");
+    }
+
+    #[test]
+    fn escaping_keeps_other_characters_whole() {
+        assert_eq!(escape_text("é<☃&𝄞>"), "é&lt;☃&amp;𝄞&gt;");
+        assert_eq!(escape_attr("'é\t\"☃"), "&apos;é&#9;&quot;☃");
+        assert_eq!(escape_text(""), "");
+        assert_eq!(escape_attr("plain"), "plain");
     }
 
     #[test]

@@ -10,6 +10,6 @@ mod resolve;
 mod tree;
 mod utf8;
 
-pub use element::{escape_attr, escape_text, Element, Node};
+pub use element::{escape_attr, escape_text, Element, Name, Node};
 pub use fragment::parse_element;
 pub use parser::{Limits, StreamEvent, StreamHeader, StreamParser, XmlError, MAX_TOKEN_BYTES};

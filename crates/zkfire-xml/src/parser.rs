@@ -478,7 +478,10 @@ impl StreamParser {
                 }
             }
             RawEvent::ElementHeadClose(_) => {
-                let element = self.head.finish(&mut self.scopes)?;
+                // A stanza gets room for one more attribute: the server
+                // stamps `from` on nearly every one it receives.
+                let spare = usize::from(self.open == 2);
+                let element = self.head.finish(&mut self.scopes, spare)?;
                 if self.phase == Phase::Prolog {
                     self.root = (element.name().to_owned(), element.ns().to_owned());
                     let default_ns = self.scopes.lookup(None).unwrap_or_default().to_owned();

@@ -6,7 +6,7 @@
 //! stream header's default namespace and must count declarations against the
 //! attribute limit as they arrive) and builds a map per element.
 
-use crate::element::Element;
+use crate::element::{common_name, Element, Name};
 use crate::ns;
 use crate::parser::XmlError;
 use rxml::NcName;
@@ -99,8 +99,13 @@ impl Head {
     }
 
     /// Enters the element's scope in `scopes` and returns it with resolved
-    /// names. Declarations are not kept as attributes.
-    pub(crate) fn finish(&mut self, scopes: &mut Scopes) -> Result<Element, XmlError> {
+    /// names, with room for `spare` more attributes. Declarations are not
+    /// kept as attributes.
+    pub(crate) fn finish(
+        &mut self,
+        scopes: &mut Scopes,
+        spare: usize,
+    ) -> Result<Element, XmlError> {
         let (prefix, local) = self
             .name
             .take()
@@ -142,31 +147,31 @@ impl Head {
             Some("xml") => return Err(XmlError::BadNamespacePrefix("xml".into())),
             p => scopes
                 .lookup(p)
-                .ok_or_else(|| XmlError::BadNamespacePrefix(p.unwrap_or_default().to_owned()))?
-                .to_owned(),
+                .map(common_name)
+                .ok_or_else(|| XmlError::BadNamespacePrefix(p.unwrap_or_default().to_owned()))?,
         };
 
-        let mut attrs = Vec::with_capacity(plain);
+        let mut attrs = Vec::with_capacity(plain + spare);
         for (p, l, value) in self.attrs.drain(..) {
             if is_decl(&p, &l) {
                 continue;
             }
-            let name = match p {
-                None => l.as_str().to_owned(),
+            let name: Name = match p {
+                None => common_name(l.as_str()),
                 // `xml:lang` (and the rare `xml:space`) keep their usual name.
-                Some(p) if p.as_str() == "xml" => format!("xml:{}", l.as_str()),
+                Some(p) if p.as_str() == "xml" => format!("xml:{}", l.as_str()).into(),
                 Some(p) => {
                     let uri = scopes
                         .lookup(Some(p.as_str()))
                         .ok_or_else(|| XmlError::BadNamespacePrefix(p.as_str().to_owned()))?;
-                    format!("{{{uri}}}{}", l.as_str())
+                    format!("{{{uri}}}{}", l.as_str()).into()
                 }
             };
             attrs.push((name, value));
         }
         check_unique(&attrs)?;
         Ok(Element::from_parts(
-            local.as_str().to_owned(),
+            common_name(local.as_str()),
             element_ns,
             attrs,
         ))
@@ -175,14 +180,14 @@ impl Head {
 
 /// Rejects two attributes with the same (resolved) name. Pairwise for the
 /// usual handful, sorted for long lists so the cost stays O(n log n).
-fn check_unique(attrs: &[(String, String)]) -> Result<(), XmlError> {
+fn check_unique(attrs: &[(Name, String)]) -> Result<(), XmlError> {
     let duplicate = if attrs.len() <= 16 {
         attrs
             .iter()
             .enumerate()
             .any(|(i, (a, _))| attrs[i + 1..].iter().any(|(b, _)| a == b))
     } else {
-        let mut names: Vec<&str> = attrs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut names: Vec<&str> = attrs.iter().map(|(n, _)| n.as_ref()).collect();
         names.sort_unstable();
         names.windows(2).any(|w| w[0] == w[1])
     };
@@ -209,7 +214,7 @@ mod tests {
         head.push_attr(Some(nc("p")), nc("a"), "1".into());
         head.push_attr(Some(nc("xmlns")), nc("p"), "urn:p".into());
         head.push_attr(None, nc("xmlns"), "urn:d".into());
-        let e = head.finish(&mut scopes).unwrap();
+        let e = head.finish(&mut scopes, 0).unwrap();
         assert_eq!(e.name(), "e");
         assert_eq!(e.ns(), "urn:p");
         assert_eq!(e.attrs().collect::<Vec<_>>(), vec![("{urn:p}a", "1")]);
@@ -229,15 +234,16 @@ mod tests {
         head.push_attr(Some(nc("a")), nc("v"), "1".into());
         head.push_attr(Some(nc("b")), nc("v"), "2".into());
         assert!(matches!(
-            head.finish(&mut scopes),
+            head.finish(&mut scopes, 0),
             Err(XmlError::NotWellFormed(_))
         ));
     }
 
     #[test]
     fn many_attributes_are_checked_for_duplicates_too() {
-        let mut attrs: Vec<(String, String)> =
-            (0..40).map(|i| (format!("a{i}"), String::new())).collect();
+        let mut attrs: Vec<(Name, String)> = (0..40)
+            .map(|i| (format!("a{i}").into(), String::new()))
+            .collect();
         assert!(check_unique(&attrs).is_ok());
         attrs.push(("a7".into(), String::new()));
         assert!(check_unique(&attrs).is_err());

@@ -35,6 +35,10 @@ pub fn item_matches(item: &Jid, jid: &Jid) -> bool {
 
 /// Whether any item of a blocklist matches `jid`.
 pub fn is_blocked(list: &[String], jid: &str) -> bool {
+    // Most lists are empty: skip normalizing the JID for nothing.
+    if list.is_empty() {
+        return false;
+    }
     let Some(jid) = parse(jid) else { return false };
     list.iter()
         .filter_map(|i| parse(i))

@@ -137,7 +137,7 @@ impl StanzaError {
 /// IQs carry no payload; other stanzas keep their content so the sender can
 /// tell which one failed.
 pub fn error_reply(stanza: &Element, error: &StanzaError) -> Element {
-    let mut reply = Element::new(stanza.name(), ns::CLIENT);
+    let mut reply = Element::new(stanza.name().to_owned(), ns::CLIENT);
     if let Some(id) = stanza.attr("id") {
         reply.set_attr("id", id);
     }

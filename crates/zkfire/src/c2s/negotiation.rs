@@ -315,7 +315,7 @@ fn features(server: &Server, stream: &XmppStream, authenticated: bool) -> Vec<El
 }
 
 pub fn sasl_failure(condition: &str) -> Element {
-    Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL))
+    Element::new("failure", ns::SASL).with_child(Element::new(condition.to_owned(), ns::SASL))
 }
 
 fn is_register(iq: &Element) -> bool {

@@ -134,6 +134,14 @@ impl Session {
         let ping_timeout = Duration::from_secs(self.server.config.limits.ping_timeout_secs);
         // Handlers run boxed: their states (storage calls and all) would
         // otherwise be part of every idle session's task (see `listener::handle`).
+        // Made once, not on every turn of the loop: a new timer or shutdown
+        // waiter per stanza costs a timer-wheel and a mutex round trip each.
+        // A child token has its own waiter list, so sessions do not all
+        // contend on the server's.
+        let shutdown = self.server.shutdown.child_token();
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut armed = self.timer_due(ping_after, ping_timeout);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(armed));
         loop {
             // Events parsed ahead of time (pipelined after bind or resume).
             let mut end = End::No;
@@ -149,14 +157,16 @@ impl Session {
                 }
             }
             if end == End::No {
-                let timer = match (&self.detached_until, &self.ping_pending) {
-                    (Some(until), _) => *until,
-                    (None, None) => self.last_heard + ping_after,
-                    (None, Some(_)) => self.last_heard + ping_after + ping_timeout,
-                };
-                let shutdown = self.server.shutdown.clone();
+                // Hearing from the client moves the deadline later, and the
+                // timer is re-armed only when it fires; a state change that
+                // moves it earlier re-arms it now.
+                let due = self.timer_due(ping_after, ping_timeout);
+                if due < armed {
+                    armed = due;
+                    timer.as_mut().reset(due);
+                }
                 tokio::select! {
-                    _ = shutdown.cancelled() => {
+                    _ = &mut cancelled => {
                         if let Some(s) = stream.as_mut() {
                             Box::pin(close_for_leaving(&self.server, s)).await;
                         }
@@ -178,8 +188,12 @@ impl Session {
                             Err(_) => self.connection_lost(),
                         };
                     }
-                    _ = tokio::time::sleep_until(timer) => {
-                        end = Box::pin(self.on_timer(stream)).await;
+                    _ = timer.as_mut() => {
+                        if Instant::now() >= self.timer_due(ping_after, ping_timeout) {
+                            end = Box::pin(self.on_timer(stream)).await;
+                        }
+                        armed = self.timer_due(ping_after, ping_timeout);
+                        timer.as_mut().reset(armed);
                     }
                 }
             }
@@ -191,6 +205,16 @@ impl Session {
                 }
                 End::Over => break,
             }
+        }
+    }
+
+    /// When the session's timer is due: the end of a detached session's wait
+    /// for resumption, else the ping after silence, or the end of its wait.
+    fn timer_due(&self, ping_after: Duration, ping_timeout: Duration) -> Instant {
+        match (&self.detached_until, &self.ping_pending) {
+            (Some(until), _) => *until,
+            (None, None) => self.last_heard + ping_after,
+            (None, Some(_)) => self.last_heard + ping_after + ping_timeout,
         }
     }
 
@@ -502,9 +526,11 @@ impl Session {
             None => None,
             Some(raw) => match jids::parse(raw) {
                 Some(j) => {
-                    let normalized = j.to_string();
-                    el.set_attr("to", normalized.clone());
-                    Some(normalized)
+                    // Usually already normalized: then nothing to rewrite.
+                    if j.as_str() != raw {
+                        el.set_attr("to", j.as_str().to_owned());
+                    }
+                    Some(j)
                 }
                 None => {
                     self.reply_error(stream, &el, StanzaError::jid_malformed());
@@ -520,7 +546,10 @@ impl Session {
                 if self.outbound_blocked(stream, &el).await {
                     return End::No;
                 }
-                router::route(&self.server, el).await;
+                match to {
+                    Some(to) => router::route_to(&self.server, el, to).await,
+                    None => router::route(&self.server, el).await,
+                }
             }
             Kind::Presence => {
                 if to.is_some() && self.outbound_blocked(stream, &el).await {
@@ -528,13 +557,15 @@ impl Session {
                 }
                 presence::outbound(&self.server, &self.handle, &mut self.presence, el).await;
             }
-            Kind::Iq => return self.on_iq(stream, el, to).await,
+            Kind::Iq => return self.on_iq(stream, el).await,
         }
         End::No
     }
 
-    async fn on_iq(&mut self, stream: &mut XmppStream, el: Element, to: Option<String>) -> End {
-        let to_server = to.as_deref().is_none_or(|t| t == self.server.domain);
+    /// An IQ from the client, its `to` normalized.
+    async fn on_iq(&mut self, stream: &mut XmppStream, el: Element) -> End {
+        let has_to = el.attr("to").is_some();
+        let to_server = el.attr("to").is_none_or(|t| t == self.server.domain);
         let is_response = matches!(el.attr("type"), Some("result") | Some("error"));
         if is_response && to_server {
             if self.ping_pending.as_deref() == el.attr("id") {
@@ -542,7 +573,7 @@ impl Session {
             }
             return End::No;
         }
-        if to.is_none() {
+        if !has_to {
             if el.child("session", ns::SESSION).is_some() {
                 // RFC 3921 session establishment: accepted, nothing to do.
                 let reply = crate::stanza::iq_result(&el, None);

@@ -79,7 +79,7 @@ pub fn failed_element(condition: &str, h: Option<u32>) -> Element {
     if let Some(h) = h {
         failed.set_attr("h", h.to_string());
     }
-    failed.with_child(Element::new(condition, ns::STANZA_ERRORS))
+    failed.with_child(Element::new(condition.to_owned(), ns::STANZA_ERRORS))
 }
 
 /// Sessions that may be resumed, by resumption id.

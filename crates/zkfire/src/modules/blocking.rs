@@ -155,7 +155,7 @@ fn items(payload: &Element) -> Result<Vec<String>, StanzaError> {
 
 /// `<name xmlns='urn:xmpp:blocking'>` with one `<item/>` per JID.
 fn list_element(name: &str, jids: &[String]) -> Element {
-    let mut el = Element::new(name, ns::BLOCKING);
+    let mut el = Element::new(name.to_owned(), ns::BLOCKING);
     for jid in jids {
         el.push(Element::new("item", ns::BLOCKING).with_attr("jid", jid.clone()));
     }
@@ -255,7 +255,7 @@ mod tests {
     use super::*;
 
     fn request(name: &str, jids: &[&str]) -> Element {
-        let mut el = Element::new(name, ns::BLOCKING);
+        let mut el = Element::new(name.to_owned(), ns::BLOCKING);
         for j in jids {
             el.push(Element::new("item", ns::BLOCKING).with_attr("jid", *j));
         }

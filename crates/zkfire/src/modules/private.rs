@@ -37,7 +37,7 @@ impl Module for PrivateStorage {
                 };
                 let found = match storage.private_xml(&node, wanted.ns()).await {
                     Ok(Some(xml)) => stored_element(&node, &xml)?,
-                    Ok(None) => Element::new(wanted.name(), wanted.ns()),
+                    Ok(None) => Element::new(wanted.name().to_owned(), wanted.ns().to_owned()),
                     Err(e) => {
                         tracing::error!(account = %node, "cannot read private XML: {e}");
                         return Err(StanzaError::internal_server_error());
@@ -111,7 +111,7 @@ mod tests {
     fn query(children: &[(&str, &str)]) -> Element {
         let mut q = Element::new("query", ns::PRIVATE);
         for (name, namespace) in children {
-            q.push(Element::new(*name, *namespace));
+            q.push(Element::new(name.to_string(), namespace.to_string()));
         }
         q
     }

@@ -226,7 +226,7 @@ mod tests {
     fn query(children: &[(&str, &str)]) -> Element {
         let mut q = Element::new("query", ns::REGISTER);
         for (name, text) in children {
-            q.push(Element::new(*name, ns::REGISTER).with_text(*text));
+            q.push(Element::new(name.to_string(), ns::REGISTER).with_text(*text));
         }
         q
     }

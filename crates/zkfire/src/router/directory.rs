@@ -38,6 +38,14 @@ impl Resource {
         self.presence().available
     }
 
+    /// The priority while available, `None` while unavailable.
+    pub fn priority(&self) -> Option<i8> {
+        match self {
+            Resource::Local(s) => s.priority(),
+            Resource::Remote(s) => s.priority(),
+        }
+    }
+
     /// Hands a stanza to the resource; gives it back when it cannot take it.
     pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
         match self {

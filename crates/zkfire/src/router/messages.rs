@@ -2,6 +2,7 @@
 
 use super::bounce;
 use crate::modules::offline;
+use crate::router::directory::Resource;
 use crate::server::Server;
 use crate::stanza::StanzaError;
 use std::sync::Arc;
@@ -14,7 +15,13 @@ pub async fn deliver(
     bare: &str,
     resource: Option<&str>,
 ) {
-    let msg_type = stanza.attr("type").unwrap_or("normal").to_string();
+    // The types delivery tells apart; `chat`, `normal` and any other are alike.
+    let msg_type = match stanza.attr("type") {
+        Some("groupchat") => "groupchat",
+        Some("headline") => "headline",
+        Some("error") => "error",
+        _ => "normal",
+    };
     if let Some(resource) = resource {
         if let Some(session) = server.directory.resource(bare, resource) {
             match session.deliver(stanza) {
@@ -23,7 +30,7 @@ pub async fn deliver(
             }
         }
         // Section 8.5.3.2.1: no such resource.
-        match msg_type.as_str() {
+        match msg_type {
             "groupchat" => {
                 return bounce(server, &stanza, StanzaError::service_unavailable()).await
             }
@@ -31,11 +38,11 @@ pub async fn deliver(
             _ => {} // chat and normal: as if sent to the bare JID
         }
     }
-    match msg_type.as_str() {
+    match msg_type {
         "error" => {}
         "groupchat" => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         "headline" => {
-            for session in available(server, bare) {
+            for (session, _) in available(server, bare) {
                 let _ = session.deliver(stanza.clone());
             }
         }
@@ -43,15 +50,16 @@ pub async fn deliver(
     }
 }
 
-/// Available resources with non-negative priority.
-fn available(server: &Server, bare: &str) -> Vec<crate::router::directory::Resource> {
+/// Available resources with non-negative priority, with that priority
+/// (read once: it may change meanwhile).
+fn available(server: &Server, bare: &str) -> Vec<(Resource, i8)> {
     server
         .directory
         .resources(bare)
         .into_iter()
-        .filter(|s| {
-            let p = s.presence();
-            p.available && p.priority >= 0
+        .filter_map(|s| {
+            let priority = s.priority().filter(|p| *p >= 0)?;
+            Some((s, priority))
         })
         .collect()
 }
@@ -66,27 +74,33 @@ pub async fn deliver_to_best(server: &Arc<Server>, stanza: Element, bare: &str) 
         return offline::store_or_bounce(server, stanza, bare).await;
     }
     let mut candidates = available(server, bare);
-    candidates.sort_by_key(|s| std::cmp::Reverse(s.presence().priority));
-    let Some(best) = candidates.first().map(|s| s.presence().priority) else {
+    candidates.sort_by_key(|(_, priority)| std::cmp::Reverse(*priority));
+    let best = candidates.first().map(|(_, p)| *p);
+    let tied = candidates
+        .iter()
+        .take_while(|(_, p)| Some(*p) == best)
+        .count();
+    let (chosen, others) = candidates.split_at(tied);
+    let Some(((last, _), firsts)) = chosen.split_last() else {
         return offline::store_or_bounce(server, stanza, bare).await;
     };
+    // Copies for all but the last chosen resource, which takes the stanza
+    // itself: most accounts have one resource, and a copy costs.
     let mut delivered = false;
-    for session in candidates
-        .iter()
-        .take_while(|s| s.presence().priority == best)
-    {
+    for (session, _) in firsts {
         delivered |= session.deliver(stanza.clone()).is_ok();
     }
-    if !delivered {
-        // The chosen resources went away meanwhile: try the others, then storage.
-        for session in candidates
-            .iter()
-            .skip_while(|s| s.presence().priority == best)
-        {
-            if session.deliver(stanza.clone()).is_ok() {
-                return;
-            }
+    let mut stanza = match last.deliver(stanza) {
+        Ok(()) => return,
+        Err(_) if delivered => return,
+        Err(back) => back,
+    };
+    // The chosen resources went away meanwhile: try the others, then storage.
+    for (session, _) in others {
+        match session.deliver(stanza) {
+            Ok(()) => return,
+            Err(back) => stanza = back,
         }
-        offline::store_or_bounce(server, stanza, bare).await;
     }
+    offline::store_or_bounce(server, stanza, bare).await;
 }

@@ -12,6 +12,7 @@ use crate::jids;
 use crate::modules::{IqRequest, IqType};
 use crate::server::Server;
 use crate::stanza::{error_reply, iq_result, may_bounce, Kind, StanzaError};
+use jid::Jid;
 use std::sync::Arc;
 use zkfire_xml::Element;
 
@@ -26,6 +27,22 @@ pub fn route<'a>(
     Box::pin(route_now(server, stanza))
 }
 
+/// [`route`] for a stanza whose `to` the caller has just parsed, as `to`:
+/// a client's stanza is not parsed twice on its way. Boxed too, so that a
+/// session's own future does not grow by the router's.
+pub fn route_to<'a>(
+    server: &'a Arc<Server>,
+    stanza: Element,
+    to: Jid,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        tracing::trace!(stanza = %stanza.to_xml(), "route");
+        if let Some(kind) = Kind::of(&stanza) {
+            route_addressed(server, stanza, kind, to).await;
+        }
+    })
+}
+
 async fn route_now(server: &Arc<Server>, stanza: Element) {
     tracing::trace!(stanza = %stanza.to_xml(), "route");
     let Some(kind) = Kind::of(&stanza) else {
@@ -37,6 +54,11 @@ async fn route_now(server: &Arc<Server>, stanza: Element) {
         }
         return;
     };
+    route_addressed(server, stanza, kind, to).await;
+}
+
+/// Routes a stanza of `kind` to `to`, its parsed `to` attribute.
+async fn route_addressed(server: &Arc<Server>, stanza: Element, kind: Kind, to: Jid) {
     if to.domain().as_str() != server.domain {
         // No server-to-server yet: other domains cannot be reached.
         bounce(server, &stanza, StanzaError::remote_server_not_found()).await;
@@ -49,7 +71,7 @@ async fn route_now(server: &Arc<Server>, stanza: Element) {
         // Messages and presence to the server itself need no answer.
         return;
     };
-    let bare = format!("{node}@{}", server.domain);
+    let bare = [node.as_str(), "@", &server.domain].concat();
     // A message for an account with no resource goes to offline storage,
     // which applies the blocklist itself, off the sender's path.
     let stored_later = kind == Kind::Message && !server.directory.has_resources(&bare);

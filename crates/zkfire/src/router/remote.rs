@@ -55,6 +55,13 @@ impl RemoteSession {
         self.presence.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
+    /// The priority while available (see [`LocalSession::priority`]).
+    ///
+    /// [`LocalSession::priority`]: super::session_handle::LocalSession::priority
+    pub fn priority(&self) -> Option<i8> {
+        self.presence.lock().ok()?.priority_if_available()
+    }
+
     pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
         self.link.deliver(&self.node_id, &self.full_jid, stanza)
     }

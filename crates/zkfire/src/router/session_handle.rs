@@ -34,6 +34,10 @@ pub struct PresenceState {
 }
 
 impl PresenceState {
+    pub fn priority_if_available(&self) -> Option<i8> {
+        self.available.then_some(self.priority)
+    }
+
     /// Presence as a node announces it on the cluster bus (the last presence
     /// serialized).
     pub fn from_announced(
@@ -126,6 +130,12 @@ impl LocalSession {
 
     pub fn is_available(&self) -> bool {
         self.presence.lock().map(|p| p.available).unwrap_or(false)
+    }
+
+    /// The priority while available, without copying the last presence
+    /// (messages are routed by it).
+    pub fn priority(&self) -> Option<i8> {
+        self.presence.lock().ok()?.priority_if_available()
     }
 
     pub fn sm_id(&self) -> Option<String> {
