@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use zkfire_xml::{
     escape_attr, escape_text, ns, Element, Limits, StreamEvent, StreamParser, XmlError,
 };
@@ -88,16 +88,19 @@ impl XmppStream {
                 Pin::new(tls.as_mut()).consume(n);
                 parsed
             }
-            Transport::Plain(tcp) => {
-                // Wait for data before taking a buffer: idle sessions hold none.
+            Transport::Plain(tcp) => loop {
+                // Wait for data before taking a buffer: idle sessions hold
+                // none. The buffer is not zeroed: try_read_buf fills its
+                // spare capacity.
                 tcp.readable().await?;
-                let mut buf = vec![0; READ_CHUNK];
-                let n = tcp.read(&mut buf).await?;
-                if n == 0 {
-                    return Err(ReadError::Closed);
+                let mut buf = Vec::with_capacity(READ_CHUNK);
+                match tcp.try_read_buf(&mut buf) {
+                    Ok(0) => return Err(ReadError::Closed),
+                    Ok(_) => break self.parser.feed(&buf, &mut out),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e.into()),
                 }
-                self.parser.feed(&buf[..n], &mut out)
-            }
+            },
         };
         parsed?;
         if self.events.is_empty() {
