@@ -105,3 +105,18 @@ def test_the_whole_section_and_chart_render(tmp_path: Path):
     assert "| zkfire | 5.0 |" in text and "![chat p99 latency" in text
     report.chart(data, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 1000
+
+
+def test_a_server_at_the_relays_limit_is_shown_as_a_lower_bound():
+    data = results(
+        zkfire_chat=[point(1000, 1.0), point(4000, 2.0), point(8000, 90.0)],
+        others_chat=[point(1000, 4.0), point(2000, 60.0)],
+    )
+    data["servers"]["relay"] = {"label": "relay", "chat": [point(1000, 1.0), point(4000, 2.0), point(8000, 70.0)]}
+    summary = "\n".join(report.summary_table(data))
+    assert "≥ 4,000 (the generator's limit)" in summary
+    # The relay's own row is not marked.
+    relay_row = next(line for line in report.summary_table(data) if line.startswith("| relay"))
+    assert "generator's limit" not in relay_row
+    chat = next(v for k, v in goal_rows(data).items() if k.startswith("chat throughput"))
+    assert "≥ 4,000 msg/s" in chat and chat.rstrip(" |").endswith("yes")
