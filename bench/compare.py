@@ -2,8 +2,9 @@
 
 For each server: start it, create the accounts by in-band registration,
 restart it (so memory is measured from a fresh process that has its
-accounts), then idle, a chat rate sweep, a presence rate sweep, and for the
-cluster a second chat sweep with both ends on one node. The generator runs
+accounts), then idle; restart it again, then a chat rate sweep, a presence
+rate sweep, and for the cluster a second chat sweep with both ends on one
+node. The generator runs
 pinned to one core and the servers to the other (when there are two).
 
 Results go to a JSON file; `bench/report.py` turns them into BENCHMARKS.md
@@ -180,7 +181,11 @@ def warm_up(generator: Generator, target: Target, scenario: str, args: list[str]
 
 
 def measure(target: Target, generator: Generator, plan: Plan) -> dict:
-    result: dict = {"label": target.label, "version": target.version()}
+    result: dict = {
+        "label": target.label,
+        "version": target.version(),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     accounts = max(plan.idle_sessions, plan.chat_accounts, plan.presence_accounts)
     log(f"{target.label}: starting")
     target.start()
@@ -215,7 +220,11 @@ def measure(target: Target, generator: Generator, plan: Plan) -> dict:
             f"  idle: {sessions['up']}/{sessions['target']} up, {sessions['logins_per_sec']:.0f} logins/s, "
             f"RSS {rss_before} -> {rss_up} KiB"
         )
-        wait_until_quiet(target, 5)
+        # A fresh process for the traffic scenarios too: what 10,000 logins
+        # left behind (a garbage-collected heap to sweep, say) must not
+        # weigh on the chat figures.
+        target.restart()
+        wait_until_quiet(target)
 
         chat_args = ["-n", str(plan.chat_accounts)]
         warm_up(generator, target, "chat", chat_args, plan.chat_accounts // 2)
@@ -306,9 +315,10 @@ def main() -> int:
     options = parser.parse_args()
 
     plan = Plan.quick() if options.quick else Plan()
-    # zkfire logs as its config says (warn), not as the test harness's
-    # default RUST_LOG would have it.
-    os.environ["RUST_LOG"] = "warn"
+    # zkfire logs warnings only, not as the test harness's default RUST_LOG
+    # would have it; cluster membership events stay (a few lines per node
+    # start), as the harness waits for them.
+    os.environ["RUST_LOG"] = "warn,zkfire::cluster=info"
     workdir = Path(tempfile.mkdtemp(prefix="zkfire-compare-"))
     os.chmod(workdir, 0o755)
     cpus = None
@@ -332,6 +342,16 @@ def main() -> int:
         "servers": {},
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
+    if options.out.exists() and not options.quick:
+        # Running some servers again: the others keep their figures (each
+        # server's entry says when it was measured).
+        earlier = json.loads(options.out.read_text())
+        if earlier.get("plan") == results["plan"]:
+            results["reruns"] = [*earlier.get("reruns", []), f"{options.command} ({results['date']})"]
+            results["date"] = earlier.get("date", results["date"])
+            results["command"] = earlier.get("command", options.command)
+            results["servers"] = {k: v for k, v in earlier["servers"].items() if k not in keys}
+            log(f"keeping the figures of {', '.join(results['servers']) or 'no server'} from {options.out}")
     for target in make_targets(keys, workdir, options.zkfire, options.bench):
         try:
             results["servers"][target.key] = measure(target, generator, plan)

@@ -241,13 +241,14 @@ def markdown(results: dict, chart_name: str) -> str:
            if results.get("pinned") else "Server and generator shared the cores (no pinning). ")
         + "All traffic on loopback, STARTTLS, SCRAM-SHA-1.",
         "",
-        f"Reproduce: `{(results.get('command') or 'bench/compare').strip()}` (results file: bench/results/).",
+        f"Reproduce: `{(results.get('command') or 'bench/compare').strip()}` (results file: bench/results/)."
+        + "".join(f" Servers measured again afterwards: `{r.strip()}`." for r in results.get("reruns", [])),
         "",
-        "| server | version |",
-        "|---|---|",
+        "| server | version | measured |",
+        "|---|---|---|",
     ]
     for key, server in servers_in_order(results):
-        out.append(f"| {server['label']} | {server.get('version', '')} |")
+        out.append(f"| {server['label']} | {server.get('version', '')} | {server.get('measured_at', results['date'])} |")
     out += [
         "",
         f"Scenarios: idle = {fmt(plan['idle_sessions'])} sessions with initial presence (RSS growth of the "
