@@ -33,25 +33,7 @@ log_rotate_count: 0
 certfiles:
   - {certfile}
 listen:
-  -
-    port: {c2s_port}
-    ip: "{host}"
-    module: ejabberd_c2s
-    max_stanza_size: 262144
-    backlog: 4096
-    shaper: c2s_shaper
-    access: c2s
-    starttls: true
-    starttls_required: {require_tls}
-  -
-    port: {tls_port}
-    ip: "{host}"
-    module: ejabberd_c2s
-    max_stanza_size: 262144
-    backlog: 4096
-    shaper: c2s_shaper
-    access: c2s
-    tls: true
+{listeners}
 acl:
   local:
     user_regexp: ""
@@ -88,6 +70,18 @@ modules:
   mod_private: {{}}
   mod_vcard: {{}}
 """
+
+# One c2s listener; `tls_options` says STARTTLS or direct TLS.
+LISTENER = """\
+  -
+    port: {port}
+    ip: "{host}"
+    module: ejabberd_c2s
+    max_stanza_size: 262144
+    backlog: 4096
+    shaper: c2s_shaper
+    access: c2s
+{tls_options}"""
 
 EJABBERDCTL_CFG = """\
 ERLANG_NODE={node}
@@ -144,10 +138,13 @@ class EjabberdServer:
                 domain=domain,
                 loglevel=loglevel,
                 certfile=certfile,
-                host=LOOPBACK,
-                c2s_port=self.c2s_port,
-                tls_port=self.tls_port,
-                require_tls="true" if require_tls else "false",
+                listeners="\n".join([
+                LISTENER.format(
+                    port=self.c2s_port, host=LOOPBACK,
+                    tls_options=f"    starttls: true\n    starttls_required: {str(require_tls).lower()}",
+                ),
+                LISTENER.format(port=self.tls_port, host=LOOPBACK, tls_options="    tls: true"),
+            ]),
             )
         )
         # The node name must be unique on the machine: two runs may overlap.
