@@ -25,7 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from targets import REPO, Target, make_targets, wait_until_quiet
+from report import sustained
+from targets import REPO, Target, make_targets
 
 PASSWORD = "bench"
 
@@ -106,6 +107,13 @@ class Generator:
         return json.loads(report.read_text()), rss_up
 
 
+def settle(seconds: float = 2.0) -> None:
+    """A pause after a run: closing thousands of sessions (offline
+    presence, roster look-ups) is work that must not land in the next
+    measurement."""
+    time.sleep(seconds)
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -133,18 +141,6 @@ def traffic_point(report: dict) -> dict:
     }
 
 
-def sustained(point: dict, limit_ms: float) -> bool:
-    """A rate is sustained when every session came up, nothing was lost and
-    p99 stayed under the limit."""
-    return (
-        point["sessions_up"] == point["sessions_target"]
-        and point["lost"] == 0
-        and point["delivered"] == point["expected"]
-        and point["p99_ms"] is not None
-        and point["p99_ms"] < limit_ms
-    )
-
-
 def sweep(generator: Generator, target: Target, scenario: str, rates: list[int], args: list[str],
           plan: Plan, label: str) -> list[dict]:
     """Runs the scenario at rising rates until one is not sustained."""
@@ -162,7 +158,7 @@ def sweep(generator: Generator, target: Target, scenario: str, rates: list[int],
             f"p50 {point['p50_ms']} p99 {point['p99_ms']} ms, lost {point['lost']}"
             + ("" if ok else "  <- not sustained")
         )
-        wait_until_quiet(target)
+        settle()
         if not ok:
             break
     return points
@@ -176,7 +172,7 @@ def warm_up(generator: Generator, target: Target, scenario: str, args: list[str]
     report = generator.run(scenario, target.addresses(), [*args, "-r", str(max(rate, 10)), "-d", "4"])
     point = traffic_point(report)
     log(f"  {scenario} warm-up at {point['rate']}/s: p99 {point['p99_ms']} ms, lost {point['lost']}")
-    wait_until_quiet(target)
+    settle()
     return report
 
 
@@ -201,7 +197,7 @@ def measure(target: Target, generator: Generator, plan: Plan) -> dict:
         }
         log(f"  {accounts} accounts registered in {result['registration']['secs']} s")
         target.restart()
-        wait_until_quiet(target)
+        settle()
 
         rss_before = target.rss_kib()
         report, rss_up = generator.run_idle(target, plan.idle_sessions, plan.idle_hold_secs)
@@ -224,7 +220,7 @@ def measure(target: Target, generator: Generator, plan: Plan) -> dict:
         # left behind (a garbage-collected heap to sweep, say) must not
         # weigh on the chat figures.
         target.restart()
-        wait_until_quiet(target)
+        settle()
 
         chat_args = ["-n", str(plan.chat_accounts)]
         warm_up(generator, target, "chat", chat_args, plan.chat_accounts // 2)

@@ -29,6 +29,9 @@ def fmt(value, digits: int = 0, unit: str = "") -> str:
 
 
 def sustained(point: dict, limit: float) -> bool:
+    """A rate is sustained when every session came up, every stanza was
+    delivered and p99 stayed under the limit (compare.py stops its sweeps
+    on the same test)."""
     return (
         point.get("sessions_up") == point.get("sessions_target")
         and point.get("lost") == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,11 +303,3 @@ def make_targets(keys: list[str], workdir: Path, zkfire: Path, bench: Path) -> l
         else:
             raise SystemExit(f"unknown server {key!r} (zkfire, cluster, ejabberd, prosody, relay)")
     return made
-
-
-def wait_until_quiet(target: Target, seconds: float = 2.0) -> None:
-    """Give a server a moment after a run: closing thousands of sessions
-    (offline presence, roster look-ups) is work that must not land in the
-    next measurement."""
-    time.sleep(seconds)
-
