@@ -253,6 +253,22 @@ impl Element {
         out.push('>');
     }
 
+    /// About the bytes the element takes serialized (before escaping), without
+    /// serializing it: for bounding queues in bytes.
+    pub fn approx_len(&self) -> usize {
+        let mut n = 2 * self.name.len() + 5 + self.ns.len() + 9;
+        for (name, value) in &self.attrs {
+            n += name.len() + value.len() + 4;
+        }
+        for node in &self.nodes {
+            n += match node {
+                Node::Element(e) => e.approx_len(),
+                Node::Text(t) => t.len(),
+            };
+        }
+        n
+    }
+
     /// Serializes as a standalone fragment (with its `xmlns`).
     pub fn to_xml(&self) -> String {
         let mut out = String::new();
@@ -336,6 +352,16 @@ mod tests {
             e.to_stanza_xml("jabber:client"),
             "<message to='a@b'><body>1 &lt; 2 &amp; 'x'</body><x xmlns='urn:other'/></message>"
         );
+    }
+
+    #[test]
+    fn approximate_length_is_near_the_serialized_one() {
+        let e = Element::new("message", "jabber:client")
+            .with_attr("to", "someone@example.org/phone")
+            .with_child(Element::new("body", "jabber:client").with_text("x".repeat(5000)));
+        let real = e.to_xml().len();
+        let approx = e.approx_len();
+        assert!(approx >= real && approx < real + 64, "{approx} for {real}");
     }
 
     #[test]

@@ -164,6 +164,11 @@ pub struct StreamManagementConfig {
     pub resume_timeout_secs: u64,
     /// Unacknowledged stanzas kept per session before it is closed.
     pub max_unacked: usize,
+    /// The same bound in bytes (as serialized).
+    pub max_unacked_bytes: usize,
+    /// Bytes kept for all the sessions of one account that wait for
+    /// resumption together: a session that would go past it ends instead.
+    pub max_detached_bytes_per_account: usize,
 }
 
 impl Default for StreamManagementConfig {
@@ -171,6 +176,8 @@ impl Default for StreamManagementConfig {
         StreamManagementConfig {
             resume_timeout_secs: 300,
             max_unacked: 10_000,
+            max_unacked_bytes: 10 << 20,
+            max_detached_bytes_per_account: 32 << 20,
         }
     }
 }
@@ -363,6 +370,12 @@ impl Config {
         if self.c2s.max_stanza_bytes < 10_000 {
             return Err(ConfigError::Invalid(
                 "[c2s] max_stanza_bytes must be at least 10000 (RFC 6120 section 13.12)".into(),
+            ));
+        }
+        let sm = &self.stream_management;
+        if sm.max_unacked_bytes.min(sm.max_detached_bytes_per_account) < self.c2s.max_stanza_bytes {
+            return Err(ConfigError::Invalid(
+                "[stream_management] max_unacked_bytes and max_detached_bytes_per_account must be at least [c2s] max_stanza_bytes".into(),
             ));
         }
         self.validate_cluster()?;

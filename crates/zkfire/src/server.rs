@@ -35,6 +35,9 @@ pub struct Server {
     pub blocklists: DashMap<String, Arc<Vec<String>>>,
     /// Per-account queues of messages waiting to be stored offline.
     pub offline_queues: DashMap<String, tokio::sync::mpsc::UnboundedSender<zkfire_xml::Element>>,
+    /// Bytes held for the clients of each account's sessions that wait for
+    /// resumption ([stream_management] max_detached_bytes_per_account).
+    pub detached_bytes: DashMap<String, usize>,
     /// Per-account lock around handing out offline messages.
     pub offline_flush: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// The cluster, when this node is part of one.
@@ -77,6 +80,7 @@ impl Server {
             sm: SmRegistry::default(),
             blocklists: DashMap::new(),
             offline_flush: DashMap::new(),
+            detached_bytes: DashMap::new(),
             offline_queues: DashMap::new(),
             cluster: clustered.then(|| Arc::new(ClusterLink::default())),
             serving: AtomicBool::new(!clustered),

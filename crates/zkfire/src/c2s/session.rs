@@ -10,7 +10,7 @@ use crate::cluster::protocol::HandoverState;
 use crate::jids;
 use crate::modules::presence::{self, ClientPresence};
 use crate::router::session_handle::PresenceState;
-use crate::router::session_handle::{LocalSession, SessionCommand, SessionReceiver};
+use crate::router::session_handle::{Delivery, LocalSession, SessionCommand, SessionReceiver};
 use crate::router::{self, bounce};
 use crate::server::Server;
 use crate::stanza::{error_reply, Kind, StanzaError};
@@ -41,7 +41,10 @@ pub struct Session {
     sm: Option<SmState>,
     /// Without stream management: stanzas written since the last successful
     /// flush, given back to the router if that flush fails.
-    in_flight: Vec<Element>,
+    in_flight: Vec<Delivery>,
+    /// What this session counts in its account's bytes held for sessions
+    /// waiting for resumption (`Server::detached_bytes`).
+    detached_counted: usize,
     /// Id of the ping the server sent and is waiting for, if any.
     ping_pending: Option<String>,
     last_heard: Instant,
@@ -98,6 +101,7 @@ async fn start(
         presence: ClientPresence::default(),
         sm: None,
         in_flight: Vec::new(),
+        detached_counted: 0,
         ping_pending: None,
         last_heard: Instant::now(),
         detached_until: None,
@@ -201,6 +205,10 @@ impl Session {
                 End::No => {}
                 End::Detach => {
                     *stream = None;
+                    self.set_detached(true);
+                    if self.detached_over_bounds() {
+                        break;
+                    }
                     tracing::info!(jid = %self.handle.full_jid, "connection lost; waiting for resumption");
                 }
                 End::Over => break,
@@ -265,21 +273,105 @@ impl Session {
         End::No
     }
 
-    /// Writes a stanza to the client, keeping it for stream management.
+    /// Writes a stanza of the server's own to the client.
     fn write(&mut self, stream: &mut XmppStream, stanza: Element) {
-        stream.queue(&stanza);
+        self.write_delivery(stream, Delivery::plain(stanza));
+    }
+
+    /// Writes a stanza to the client, keeping it for stream management.
+    fn write_delivery(&mut self, stream: &mut XmppStream, d: Delivery) {
+        stream.queue(&d.stanza);
         match self.sm.as_mut() {
-            Some(sm) => sm.sent(stanza),
-            None => self.in_flight.push(stanza),
+            Some(sm) => sm.sent(d),
+            None => self.in_flight.push(d),
         }
     }
 
-    /// Flushes the output; what was written is the client's once it is out.
+    /// Flushes the output; what was written is the client's once it is out
+    /// (without stream management nothing more is ever known of it).
     async fn flush(&mut self, stream: &mut XmppStream) -> std::io::Result<()> {
         stream.flush().await?;
         // Freed, not cleared: idle sessions keep no room for stanzas.
-        self.in_flight = Vec::new();
+        for d in std::mem::take(&mut self.in_flight) {
+            if let Some(hold) = d.hold {
+                hold.taken();
+            }
+        }
         Ok(())
+    }
+
+    /// The connection is gone (or back): other nodes learn it, so they
+    /// reroute nothing to a session that may not come back.
+    fn set_detached(&mut self, detached: bool) {
+        self.handle.set_detached(detached);
+        if !detached {
+            self.uncount_detached();
+        }
+        if let Some(cluster) = &self.server.cluster {
+            let list = self
+                .server
+                .blocklists
+                .get(&self.handle.bare_jid)
+                .map(|l| l.clone());
+            cluster.announce(&self.handle, list);
+        }
+    }
+
+    /// While waiting for resumption: whether what it holds for its client
+    /// went past `max_unacked_bytes`, or would take the account's waiting
+    /// sessions together past `max_detached_bytes_per_account`. Checked and
+    /// counted in one step under the account's entry, so sessions of one
+    /// account filling up at once cannot all slip past the bound.
+    fn detached_over_bounds(&mut self) -> bool {
+        let limits = &self.server.config.stream_management;
+        let held = self.sm.as_ref().map_or(0, |sm| sm.unacked_bytes);
+        let over_session = held > limits.max_unacked_bytes;
+        let mut over_account = false;
+        if !over_session && held != self.detached_counted {
+            let mut total = self
+                .server
+                .detached_bytes
+                .entry(self.handle.bare_jid.clone())
+                .or_insert(0);
+            let others = *total - self.detached_counted;
+            if others + held > limits.max_detached_bytes_per_account {
+                over_account = true;
+            } else {
+                *total = others + held;
+                self.detached_counted = held;
+            }
+        }
+        if !(over_session || over_account) {
+            return false;
+        }
+        self.uncount_detached();
+        tracing::warn!(
+            jid = %self.handle.full_jid,
+            bytes = held,
+            account_bound = over_account,
+            "too many unacknowledged bytes for a session waiting for resumption; it ends and its stanzas are rerouted"
+        );
+        true
+    }
+
+    /// Takes this session's bytes out of its account's waiting total.
+    fn uncount_detached(&mut self) {
+        let counted = std::mem::take(&mut self.detached_counted);
+        if counted > 0 {
+            self.server
+                .detached_bytes
+                .remove_if_mut(&self.handle.bare_jid, |_, total| {
+                    *total -= counted;
+                    *total == 0
+                });
+        }
+    }
+
+    /// A connected client that has not acknowledged `max_unacked_bytes`.
+    fn too_many_unacked_bytes(&self) -> bool {
+        self.sm.as_ref().is_some_and(|sm| {
+            sm.unacked_bytes > self.server.config.stream_management.max_unacked_bytes
+        })
     }
 
     async fn on_command(
@@ -289,38 +381,42 @@ impl Session {
         cmd: SessionCommand,
     ) -> End {
         match cmd {
-            SessionCommand::Deliver(stanza) => {
+            SessionCommand::Deliver(d) => {
                 let Some(s) = stream.as_mut() else {
                     // Detached: keep it for the resumed stream, within bounds.
                     if let Some(sm) = self.sm.as_mut() {
-                        sm.sent(*stanza);
+                        sm.sent(*d);
                     }
-                    return if self.too_many_unacked() {
+                    return if self.too_many_unacked() || self.detached_over_bounds() {
                         End::Over
                     } else {
                         End::No
                     };
                 };
-                self.write(s, *stanza);
+                self.write_delivery(s, *d);
                 // Take whatever else is already queued, and write it in one go.
                 let mut n = 1;
                 while n < BATCH {
                     match rx.try_recv() {
-                        Some(SessionCommand::Deliver(stanza)) => self.write(s, *stanza),
+                        Some(SessionCommand::Deliver(d)) => self.write_delivery(s, *d),
                         Some(other) => return Box::pin(self.on_command(stream, rx, other)).await,
                         None => break,
                     }
                     n += 1;
                 }
                 self.request_ack(s);
-                if self.too_many_unacked() {
+                let too_many = if self.too_many_unacked() {
+                    Some("too many unacknowledged stanzas")
+                } else if self.too_many_unacked_bytes() {
+                    Some("too many unacknowledged bytes")
+                } else {
+                    None
+                };
+                if let Some(text) = too_many {
                     // A client that never acknowledges would hold every stanza forever.
-                    s.close_with_error(
-                        &self.server.domain,
-                        "policy-violation",
-                        Some("too many unacknowledged stanzas"),
-                    )
-                    .await;
+                    tracing::warn!(jid = %self.handle.full_jid, text, "closing the session");
+                    s.close_with_error(&self.server.domain, "policy-violation", Some(text))
+                        .await;
                     return End::Over;
                 }
                 if self.flush(s).await.is_err() {
@@ -360,11 +456,13 @@ impl Session {
         let mut sm = SmState::new(Some(previd.to_string()));
         sm.inbound = state.inbound;
         sm.acked = state.acked;
-        sm.unacked = state
+        for stanza in state
             .unacked
             .iter()
             .filter_map(|x| zkfire_xml::parse_element(x).ok())
-            .collect();
+        {
+            sm.sent(Delivery::plain(stanza));
+        }
         self.sm = Some(sm);
         self.presence = ClientPresence {
             available: state.available,
@@ -381,8 +479,8 @@ impl Session {
                 .with_attr("previd", previd)
                 .with_attr("h", sm.inbound.to_string()),
         );
-        for stanza in &sm.unacked {
-            stream.queue(stanza);
+        for d in &sm.unacked {
+            stream.queue(&d.stanza);
         }
         if !sm.unacked.is_empty() {
             sm.ack_requested = true;
@@ -413,8 +511,8 @@ impl Session {
             self.server.sm.remove(id);
         }
         for cmd in rx.close_and_drain() {
-            if let SessionCommand::Deliver(stanza) = cmd {
-                sm.sent(*stanza);
+            if let SessionCommand::Deliver(d) = cmd {
+                sm.sent(*d);
             }
         }
         let p = self.handle.presence();
@@ -422,7 +520,7 @@ impl Session {
             full_jid: self.handle.full_jid.clone(),
             inbound: sm.inbound,
             acked: sm.acked,
-            unacked: sm.unacked.iter().map(Element::to_xml).collect(),
+            unacked: sm.unacked.iter().map(|d| d.stanza.to_xml()).collect(),
             available: p.available,
             priority: p.priority,
             presence: p.last.as_ref().map(Element::to_xml),
@@ -435,6 +533,14 @@ impl Session {
             return End::Over;
         }
         self.handed_over = true;
+        self.uncount_detached();
+        if let Some(sm) = self.sm.as_mut() {
+            for d in sm.take_unacked() {
+                if let Some(hold) = d.hold {
+                    hold.moved_away();
+                }
+            }
+        }
         if let Some(mut old) = stream.take() {
             old.close().await;
         }
@@ -477,6 +583,7 @@ impl Session {
             old.close().await;
         }
         self.send_resumed(&mut new, &previd);
+        self.set_detached(false);
         self.detached_until = None;
         self.ping_pending = None;
         self.last_heard = Instant::now();
@@ -706,6 +813,11 @@ impl Session {
                 }
                 End::No
             }
+            "resume" => {
+                // XEP-0198 section 5: resumption comes instead of binding, never after.
+                stream.queue(&failed_element("unexpected-request", None));
+                End::No
+            }
             _ => End::No,
         }
     }
@@ -720,7 +832,11 @@ impl Session {
             }
             return;
         }
+        // Out of the directory before anything is rerouted, so that of two
+        // sessions holding copies of one message and ending together, at
+        // least one sees the other gone (router::copies).
         let last = server.directory.unbind(&self.handle);
+        self.uncount_detached();
         if let Some(id) = self.sm.as_ref().and_then(|sm| sm.id.clone()) {
             server.sm.remove(&id);
         }
@@ -742,11 +858,16 @@ impl Session {
                 )
                 .await;
         }
-        let mut pending: Vec<Element> = std::mem::take(&mut self.in_flight);
-        pending.extend(self.sm.take().map(|sm| sm.unacked).unwrap_or_default());
+        let mut pending: Vec<Delivery> = std::mem::take(&mut self.in_flight);
+        pending.extend(
+            self.sm
+                .take()
+                .map(|mut sm| sm.take_unacked())
+                .unwrap_or_default(),
+        );
         for cmd in rx.close_and_drain() {
             match cmd {
-                SessionCommand::Deliver(stanza) => pending.push(*stanza),
+                SessionCommand::Deliver(d) => pending.push(*d),
                 SessionCommand::Resume(request) => {
                     let mut s = request.stream;
                     s.queue(&failed_element("item-not-found", None));
@@ -755,8 +876,15 @@ impl Session {
                 _ => {}
             }
         }
-        for stanza in pending {
-            reroute(&server, stanza).await;
+        let mut rerouted = 0;
+        for d in pending {
+            if d.hold.is_none_or(|hold| hold.released()) {
+                rerouted += 1;
+                reroute(&server, d.stanza).await;
+            }
+        }
+        if rerouted > 0 {
+            tracing::info!(jid = %self.handle.full_jid, rerouted, "rerouted what the client did not acknowledge");
         }
         tracing::info!(jid = %self.handle.full_jid, "session ended");
     }
@@ -784,16 +912,28 @@ fn removes_account(iq: &Element) -> bool {
             .is_some_and(|q| q.child("remove", ns::REGISTER).is_some())
 }
 
-/// A stanza that reached a session but not its client: messages go back
-/// through the router (another resource, or offline storage); requests get
-/// an error; the rest is dropped, as for any resource that goes away.
+/// A stanza that reached a session but not its client: chat and normal
+/// messages are delivered once more, to one place (another connected
+/// resource, or offline storage); requests get an error; the rest is
+/// dropped, as for any resource that goes away (RFC 6121 section 8.5.3.2).
 pub async fn reroute(server: &Arc<Server>, stanza: Element) {
     match Kind::of(&stanza) {
         Some(Kind::Message) => {
             if stanza.attr("from").is_some_and(|f| f == server.domain) {
                 return;
             }
-            router::route(server, stanza).await
+            match stanza.attr("type") {
+                Some("error") | Some("headline") => {}
+                Some("groupchat") => {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await
+                }
+                _ => {
+                    let Some(bare) = stanza.attr("to").map(|t| jids::bare_of(t).to_string()) else {
+                        return;
+                    };
+                    router::messages::redeliver(server, stanza, &bare).await
+                }
+            }
         }
         Some(Kind::Iq) if matches!(stanza.attr("type"), Some("get") | Some("set")) => {
             bounce(server, &stanza, StanzaError::service_unavailable()).await

@@ -2,7 +2,7 @@
 //! not acknowledged, and the registry of sessions that can be resumed.
 
 use super::stream::XmppStream;
-use crate::router::session_handle::LocalSession;
+use crate::router::session_handle::{Delivery, LocalSession};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -31,7 +31,9 @@ pub struct SmState {
     /// The client's last acknowledged count of stanzas sent to it.
     pub acked: u32,
     /// Stanzas sent to the client and not yet acknowledged, oldest first.
-    pub unacked: VecDeque<Element>,
+    pub unacked: VecDeque<Delivery>,
+    /// Their size, about as serialized ([`Element::approx_len`]).
+    pub unacked_bytes: usize,
     pub ack_requested: bool,
 }
 
@@ -45,6 +47,7 @@ impl SmState {
             inbound: 0,
             acked: 0,
             unacked: VecDeque::new(),
+            unacked_bytes: 0,
             ack_requested: false,
         }
     }
@@ -55,14 +58,26 @@ impl SmState {
         if newly > self.unacked.len() {
             return Err(HandledCountTooHigh);
         }
-        self.unacked.drain(..newly);
+        for d in self.unacked.drain(..newly) {
+            self.unacked_bytes -= d.stanza.approx_len();
+            if let Some(hold) = d.hold {
+                hold.taken();
+            }
+        }
         self.acked = h;
         self.ack_requested = false;
         Ok(())
     }
 
-    pub fn sent(&mut self, stanza: Element) {
-        self.unacked.push_back(stanza);
+    pub fn sent(&mut self, d: Delivery) {
+        self.unacked_bytes += d.stanza.approx_len();
+        self.unacked.push_back(d);
+    }
+
+    /// Everything unacknowledged, emptying the queue.
+    pub fn take_unacked(&mut self) -> VecDeque<Delivery> {
+        self.unacked_bytes = 0;
+        std::mem::take(&mut self.unacked)
     }
 }
 
@@ -111,11 +126,15 @@ mod tests {
     fn acks_drop_acknowledged_stanzas() {
         let mut sm = SmState::new(None);
         for i in 0..3 {
-            sm.sent(Element::new("message", ns::CLIENT).with_attr("id", i.to_string()));
+            sm.sent(Delivery::plain(
+                Element::new("message", ns::CLIENT).with_attr("id", i.to_string()),
+            ));
         }
+        let one = sm.unacked_bytes / 3;
         sm.ack(2).unwrap();
         assert_eq!(sm.unacked.len(), 1);
-        assert_eq!(sm.unacked[0].attr("id"), Some("2"));
+        assert_eq!(sm.unacked[0].stanza.attr("id"), Some("2"));
+        assert_eq!(sm.unacked_bytes, one);
         assert_eq!(sm.ack(5), Err(HandledCountTooHigh));
         sm.ack(3).unwrap();
         assert!(sm.unacked.is_empty());
@@ -125,7 +144,7 @@ mod tests {
     fn counters_wrap() {
         let mut sm = SmState::new(None);
         sm.acked = u32::MAX;
-        sm.sent(Element::new("message", ns::CLIENT));
+        sm.sent(Delivery::plain(Element::new("message", ns::CLIENT)));
         sm.ack(0).unwrap();
         assert!(sm.unacked.is_empty());
     }

@@ -2,9 +2,11 @@
 //! by one dispatcher task, so the bus reader never waits on the router.
 
 use super::bus::{BusHandler, PeerInfo};
+use super::copy_groups::CopyGroups;
 use super::link::{answer_within, state_of};
 use super::protocol::{BusMessage, SessionState};
 use crate::modules::{offline, presence};
+use crate::router::copies::Copies;
 use crate::router::remote::RemoteSession;
 use crate::router::session_handle::{PresenceState, SessionCommand};
 use crate::server::Server;
@@ -53,6 +55,7 @@ impl BusHandler for Inbound {
 
 /// Applies inbound events until the channel closes.
 pub async fn dispatch(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<InboundEvent>) {
+    let mut groups = CopyGroups::default();
     while let Some(event) = rx.recv().await {
         match event {
             InboundEvent::PeerUp(peer) => send_snapshot(&server, &peer),
@@ -62,7 +65,7 @@ pub async fn dispatch(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Inbou
             InboundEvent::Frame(peer, bytes) => match BusMessage::decode(&bytes) {
                 Ok(message) => {
                     tracing::trace!(peer = %peer.node_id, ?message, "from peer");
-                    apply(&server, &peer, message).await
+                    apply(&server, &peer, message, &mut groups).await
                 }
                 Err(e) => tracing::warn!(peer = %peer.node_id, "undecodable cluster message: {e}"),
             },
@@ -73,6 +76,8 @@ pub async fn dispatch(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Inbou
 /// Stanzas a departed peer never acknowledged go through the router again:
 /// its sessions are gone from the directory by now, so messages reach
 /// another resource or offline storage instead of being lost with the node.
+/// Each is rerouted once, to one place (a copy of a message that several
+/// resources got is not fanned out again).
 async fn reroute_undelivered(server: &Arc<Server>, peer: &PeerInfo, payloads: Vec<Vec<u8>>) {
     let mut count = 0;
     for bytes in payloads {
@@ -125,11 +130,17 @@ fn remote_session(
         link,
         state.bound_at,
         state.sm_id.clone(),
+        state.detached,
     )
     .map(Arc::new)
 }
 
-async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
+async fn apply(
+    server: &Arc<Server>,
+    peer: &PeerInfo,
+    message: BusMessage,
+    groups: &mut CopyGroups,
+) {
     match message {
         BusMessage::Snapshot { sessions } => {
             let before = server.directory.drop_node(&peer.node_id);
@@ -173,8 +184,11 @@ async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
                     .remove_remote(bare, resource, &peer.node_id);
             }
         }
-        BusMessage::Stanza { to, xml } => match zkfire_xml::parse_element(&xml) {
-            Ok(stanza) => deliver_here(server, &to, stanza).await,
+        BusMessage::Stanza { to, xml, group } => match zkfire_xml::parse_element(&xml) {
+            Ok(stanza) => {
+                let copies = group.map(|id| groups.get(&peer.node_id, id));
+                deliver_here(server, &to, stanza, copies).await
+            }
             Err(e) => tracing::warn!(peer = %peer.node_id, "unreadable stanza from peer: {e}"),
         },
         BusMessage::Close {
@@ -196,7 +210,8 @@ async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
                 .into_iter()
                 .find(|s| {
                     let p = s.presence();
-                    p.available && p.priority >= 0
+                    // Not one waiting for resumption: it may never come back.
+                    p.available && p.priority >= 0 && !s.is_detached()
                 });
             if let Some(session) = available {
                 offline::deliver_stored(server, &session).await;
@@ -227,7 +242,12 @@ async fn apply(server: &Arc<Server>, peer: &PeerInfo, message: BusMessage) {
 /// resource is gone, it is treated as absent: messages and requests go
 /// through the router again from here (another resource, offline storage,
 /// or an error), the rest is dropped as for any resource that went away.
-async fn deliver_here(server: &Arc<Server>, to: &str, stanza: zkfire_xml::Element) {
+async fn deliver_here(
+    server: &Arc<Server>,
+    to: &str,
+    stanza: zkfire_xml::Element,
+    copies: Option<Arc<Copies>>,
+) {
     let Some((bare, resource)) = to.split_once('/') else {
         return;
     };
@@ -237,12 +257,16 @@ async fn deliver_here(server: &Arc<Server>, to: &str, stanza: zkfire_xml::Elemen
         .into_iter()
         .find(|s| s.resource == resource);
     let stanza = match local {
-        Some(s) => match s.deliver(stanza) {
+        Some(s) => match s.deliver_held(stanza, copies.as_ref().map(|c| c.hold())) {
             Ok(()) => return,
             Err(back) => back,
         },
         None => stanza,
     };
+    if copies.is_some_and(|c| c.settled_or_held()) {
+        // Another session here has this message; it answers for it.
+        return;
+    }
     crate::c2s::session::reroute(server, stanza).await;
 }
 

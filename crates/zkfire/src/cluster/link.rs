@@ -120,14 +120,22 @@ pub fn state_of(session: &LocalSession, blocklist: Option<Arc<Vec<String>>>) -> 
         sm_id: session.sm_id(),
         blocklist: blocklist.map(|l| l.as_ref().clone()),
         directed: p.directed,
+        detached: session.is_detached(),
     }
 }
 
 impl RemoteLink for ClusterLink {
-    fn deliver(&self, node_id: &str, full_jid: &str, stanza: Element) -> Result<(), Element> {
+    fn deliver(
+        &self,
+        node_id: &str,
+        full_jid: &str,
+        stanza: Element,
+        group: Option<u64>,
+    ) -> Result<(), Element> {
         let message = BusMessage::Stanza {
             to: full_jid.to_string(),
             xml: stanza.to_xml(),
+            group,
         };
         if self.send(node_id, &message) {
             Ok(())

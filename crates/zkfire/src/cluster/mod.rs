@@ -2,6 +2,7 @@
 //! through ZooKeeper, the cluster bus between nodes, and what travels on it.
 
 pub mod bus;
+pub mod copy_groups;
 pub mod inbound;
 pub mod link;
 pub mod membership;

@@ -26,6 +26,10 @@ pub struct SessionState {
     /// 4.6.3), so that other nodes can send them unavailable if this node dies.
     #[serde(default)]
     pub directed: Vec<String>,
+    /// Its connection is gone and it waits to be resumed (XEP-0198): other
+    /// nodes do not reroute stanzas to it while a connected resource exists.
+    #[serde(default)]
+    pub detached: bool,
 }
 
 /// Everything a session is, handed from the node that held it to the node
@@ -58,7 +62,14 @@ pub enum BusMessage {
     /// A stanza for the resource `to` on the receiver, which the sender has
     /// already routed: the receiver hands it to that resource, or, when the
     /// resource is gone, applies the rules for an absent resource.
-    Stanza { to: String, xml: String },
+    Stanza {
+        to: String,
+        xml: String,
+        /// One of the copies of a message sent to several resources: the
+        /// receiver counts the copies of one group together (router::copies).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<u64>,
+    },
     /// End this session of the receiver with a stream error.
     Close { full_jid: String, condition: String },
     /// A message was stored offline for this account: a session of it that
@@ -100,6 +111,7 @@ mod tests {
         let m = BusMessage::Stanza {
             to: "a@b/c".into(),
             xml: "<message xmlns='jabber:client'/>".into(),
+            group: Some(7),
         };
         assert_eq!(BusMessage::decode(&m.encode()).unwrap(), m);
         assert!(BusMessage::decode(b"{\"t\":\"nonsense\"}").is_err());

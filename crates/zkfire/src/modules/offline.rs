@@ -136,7 +136,8 @@ async fn store_now(server: &Arc<Server>, mut stanza: Element, bare: &str) {
                 .into_iter()
                 .find(|s| {
                     let p = s.presence();
-                    p.available && p.priority >= 0
+                    // Not one waiting for resumption: it may never come back.
+                    p.available && p.priority >= 0 && !s.is_detached()
                 });
             if let Some(session) = available {
                 deliver_stored(server, &session).await;

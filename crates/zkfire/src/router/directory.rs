@@ -6,6 +6,7 @@
 //! node is the single writer of its own entries; remote entries change only
 //! when their node says so, or all at once when it leaves the cluster.
 
+use super::copies::Copies;
 use super::remote::RemoteSession;
 use super::session_handle::{LocalSession, PresenceState, SessionCommand};
 use dashmap::DashMap;
@@ -50,7 +51,28 @@ impl Resource {
     pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
         match self {
             Resource::Local(s) => s.deliver(stanza),
-            Resource::Remote(s) => s.deliver(stanza),
+            Resource::Remote(s) => s.deliver(stanza, None),
+        }
+    }
+
+    /// Hands the resource one of the copies of a message that several
+    /// resources get.
+    pub fn deliver_copy(
+        &self,
+        stanza: Element,
+        copies: &std::sync::Arc<Copies>,
+    ) -> Result<(), Element> {
+        match self {
+            Resource::Local(s) => s.deliver_held(stanza, Some(copies.hold())),
+            Resource::Remote(s) => s.deliver(stanza, Some(copies.id)),
+        }
+    }
+
+    /// Whether its client is connected: not waiting for resumption.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Resource::Local(s) => !s.is_detached(),
+            Resource::Remote(s) => !s.detached,
         }
     }
 

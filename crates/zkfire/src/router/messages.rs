@@ -1,6 +1,7 @@
 //! Delivery of messages to an account of this domain (RFC 6121 section 8.5).
 
 use super::bounce;
+use super::copies::Copies;
 use crate::modules::offline;
 use crate::router::directory::Resource;
 use crate::server::Server;
@@ -85,18 +86,51 @@ pub async fn deliver_to_best(server: &Arc<Server>, stanza: Element, bare: &str) 
         return offline::store_or_bounce(server, stanza, bare).await;
     };
     // Copies for all but the last chosen resource, which takes the stanza
-    // itself: most accounts have one resource, and a copy costs.
+    // itself: most accounts have one resource, and a copy costs. Several
+    // copies are counted together, so that sessions ending without their
+    // client's acknowledgement reroute the message once, not once each.
     let mut delivered = false;
+    let copies = (!firsts.is_empty()).then(Copies::new);
+    let give = |session: &Resource, stanza: Element| match &copies {
+        Some(copies) => session.deliver_copy(stanza, copies),
+        None => session.deliver(stanza),
+    };
     for (session, _) in firsts {
-        delivered |= session.deliver(stanza.clone()).is_ok();
+        delivered |= give(session, stanza.clone()).is_ok();
     }
-    let mut stanza = match last.deliver(stanza) {
+    let mut stanza = match give(last, stanza) {
         Ok(()) => return,
         Err(_) if delivered => return,
         Err(back) => back,
     };
     // The chosen resources went away meanwhile: try the others, then storage.
     for (session, _) in others {
+        match session.deliver(stanza) {
+            Ok(()) => return,
+            Err(back) => stanza = back,
+        }
+    }
+    offline::store_or_bounce(server, stanza, bare).await;
+}
+
+/// A message that reached a session of `bare` but not its client, whose
+/// session ended: delivered once more, to one place. That is the connected
+/// resource of highest non-negative priority (never one waiting for
+/// resumption, which may end the same way and would pass it on again), else
+/// offline storage. Never fanned out to every resource, as a message to the
+/// bare JID would be: each of them may be ending too.
+pub async fn redeliver(server: &Arc<Server>, stanza: Element, bare: &str) {
+    if server.offline_queues.contains_key(bare) {
+        // Keep the order of what is on its way to storage already.
+        return offline::store_or_bounce(server, stanza, bare).await;
+    }
+    let mut candidates: Vec<(Resource, i8)> = available(server, bare)
+        .into_iter()
+        .filter(|(s, _)| s.is_connected())
+        .collect();
+    candidates.sort_by_key(|(_, priority)| std::cmp::Reverse(*priority));
+    let mut stanza = stanza;
+    for (session, _) in candidates {
         match session.deliver(stanza) {
             Ok(()) => return,
             Err(back) => stanza = back,

@@ -3,6 +3,7 @@
 //! Modules and sessions never look up where a JID lives; they hand stanzas to
 //! [`route`]. Today every session is on this node; the cluster plugs in here.
 
+pub mod copies;
 pub mod directory;
 pub mod messages;
 pub mod remote;

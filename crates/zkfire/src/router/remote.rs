@@ -10,7 +10,15 @@ pub trait RemoteLink: Send + Sync {
     /// Hands a stanza to the resource `full_jid` on the node that holds it
     /// (routing was decided here; that node only delivers); gives it back
     /// when that node cannot be reached now.
-    fn deliver(&self, node_id: &str, full_jid: &str, stanza: Element) -> Result<(), Element>;
+    /// `group` names the copies of one message sent to several resources
+    /// (see [`super::copies`]), so the receiving node counts them together.
+    fn deliver(
+        &self,
+        node_id: &str,
+        full_jid: &str,
+        stanza: Element,
+        group: Option<u64>,
+    ) -> Result<(), Element>;
     /// Asks the node to end a session with a stream error.
     fn close(&self, node_id: &str, full_jid: &str, condition: &'static str);
 }
@@ -25,6 +33,8 @@ pub struct RemoteSession {
     pub bound_at: u64,
     /// Its stream management resumption id, if resumable.
     pub sm_id: Option<String>,
+    /// Waiting for resumption without a connection, as its node announced.
+    pub detached: bool,
     presence: Mutex<PresenceState>,
     link: Arc<dyn RemoteLink>,
 }
@@ -37,6 +47,7 @@ impl RemoteSession {
         link: Arc<dyn RemoteLink>,
         bound_at: u64,
         sm_id: Option<String>,
+        detached: bool,
     ) -> Option<Self> {
         let (bare, resource) = full_jid.split_once('/')?;
         Some(RemoteSession {
@@ -46,6 +57,7 @@ impl RemoteSession {
             resource: resource.to_string(),
             bound_at,
             sm_id,
+            detached,
             presence: Mutex::new(presence),
             link,
         })
@@ -62,8 +74,9 @@ impl RemoteSession {
         self.presence.lock().ok()?.priority_if_available()
     }
 
-    pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
-        self.link.deliver(&self.node_id, &self.full_jid, stanza)
+    pub fn deliver(&self, stanza: Element, group: Option<u64>) -> Result<(), Element> {
+        self.link
+            .deliver(&self.node_id, &self.full_jid, stanza, group)
     }
 
     pub fn close(&self, condition: &'static str) {

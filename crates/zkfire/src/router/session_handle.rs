@@ -1,16 +1,31 @@
 //! The sending side of a client session's queue, and what the router knows
 //! of each bound resource.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use super::copies::CopyHold;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use zkfire_xml::Element;
+
+/// A stanza on its way to a client, with the session's share of the
+/// message when other sessions got the same one (see [`super::copies`]).
+#[derive(Debug)]
+pub struct Delivery {
+    pub stanza: Element,
+    pub hold: Option<CopyHold>,
+}
+
+impl Delivery {
+    pub fn plain(stanza: Element) -> Delivery {
+        Delivery { stanza, hold: None }
+    }
+}
 
 /// What a session task is asked to do.
 pub enum SessionCommand {
     /// Write this stanza to the client. Boxed to keep the command small:
     /// every session's channel allocates room for 32 commands up front.
-    Deliver(Box<Element>),
+    Deliver(Box<Delivery>),
     /// End the session with this stream error condition (`conflict` when
     /// another login took the full JID, `not-authorized` when the account was
     /// removed).
@@ -66,6 +81,9 @@ pub struct LocalSession {
     pub resource: String,
     /// When it was bound (milliseconds since the Unix epoch).
     pub bound_at: u64,
+    /// Its connection is gone and it waits to be resumed (XEP-0198): it is
+    /// still available, but no target for a rerouted stanza.
+    detached: AtomicBool,
     tx: mpsc::UnboundedSender<SessionCommand>,
     /// Stanzas queued and not yet taken by the session task.
     queued: Arc<AtomicUsize>,
@@ -92,6 +110,7 @@ impl LocalSession {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            detached: AtomicBool::new(false),
             tx,
             queued: queued.clone(),
             max_queued,
@@ -105,18 +124,33 @@ impl LocalSession {
     /// or its queue is full (a client that stopped reading), so the caller can
     /// treat the resource as absent instead of losing the stanza.
     pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
+        self.deliver_held(stanza, None)
+    }
+
+    /// [`deliver`](Self::deliver) for one of several copies of a message;
+    /// a copy given back no longer counts as held.
+    pub fn deliver_held(&self, stanza: Element, hold: Option<CopyHold>) -> Result<(), Element> {
         if self.queued.load(Ordering::Relaxed) >= self.max_queued {
             return Err(stanza);
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(SessionCommand::Deliver(Box::new(stanza))) {
+        let cmd = SessionCommand::Deliver(Box::new(Delivery { stanza, hold }));
+        match self.tx.send(cmd) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(SessionCommand::Deliver(stanza))) => {
+            Err(mpsc::error::SendError(SessionCommand::Deliver(d))) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(*stanza)
+                Err(d.stanza)
             }
             Err(_) => unreachable!("send returns the command it was given"),
         }
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
+
+    pub fn set_detached(&self, detached: bool) {
+        self.detached.store(detached, Ordering::Relaxed);
     }
 
     /// Sends a control command; false when the session task has ended.
