@@ -5,6 +5,7 @@
 
 mod common;
 use common::steps::{authenticated, body, enable_sm};
+use common::cluster::TestCluster;
 use common::{Client, TestServer};
 use std::time::Duration;
 use zkfire_xml::ns;
@@ -183,6 +184,37 @@ async fn reroute_prefers_a_connected_resource_over_a_waiting_one() {
     assert!(again.is_ok(), "delivered twice: {again:?}");
 }
 
+/// A client that never acknowledges is closed at `max_unacked`; the copies
+/// it held of messages that another resource took are not delivered again.
+#[tokio::test]
+async fn session_closed_at_max_unacked_does_not_duplicate() {
+    let server = two_users(&[("stream_management", "max_unacked = 5")]);
+    let mut phone = resumable_bob(&server, "phone", 0).await;
+    let mut desktop = Client::login(&server, "bob", "pw", "desktop").await;
+    desktop.available().await;
+    let mut alice = Client::login(&server, "alice", "pw", "desk").await;
+    for i in 0..10 {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat'><body>n{i}</body></message>"
+            ))
+            .await;
+    }
+    match phone.closed().await {
+        common::client::Closed::Error(c) => assert_eq!(c, "policy-violation"),
+        other => panic!("{other:?}"),
+    }
+    let mut got = Vec::new();
+    while let Err(m) = desktop.none_within(Duration::from_millis(1500), is_message).await {
+        got.push(body(&m).unwrap_or_default());
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+    assert_eq!(got, want, "each message once on the desktop");
+    drop(desktop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(messages_at_next_login(&server, "laptop").await.is_empty());
+}
+
 /// XEP-0198 section 5: a client must not resume after binding; the server
 /// answers `<failed/>` instead of ignoring it.
 #[tokio::test]
@@ -300,4 +332,68 @@ async fn waiting_sessions_of_one_account_are_bounded_together() {
         assert_eq!(got, &["0", "1"], "a session kept within the bound has both");
     }
     assert!(messages_at_next_login(&server, "laptop").await.is_empty());
+}
+
+/// Two cluster nodes whose sessions wait two seconds for resumption.
+fn cluster_of_two() -> TestCluster {
+    let mut cluster = TestCluster::start(0);
+    for i in 0..2 {
+        let node = cluster.start_node_with_extra(i, &[("stream_management", "resume_timeout_secs = 2")]);
+        cluster.nodes.push(Some(node));
+    }
+    cluster.wait_connected();
+    cluster.add_user("alice", "pw");
+    cluster.add_user("bob", "pw");
+    cluster
+}
+
+/// Sends one message from alice on `sender` to bob's sessions, each of
+/// which reads it; then they drop off one after another and expire.
+async fn one_message_to_expiring_sessions(sender: &TestServer, mut phones: Vec<Client>) {
+    let mut alice = Client::login(sender, "alice", "pw", "desk").await;
+    alice
+        .send("<message to='bob@localhost' type='chat'><body>once</body></message>")
+        .await;
+    for p in phones.iter_mut() {
+        let m = p.next_matching(is_message).await;
+        assert_eq!(body(&m).as_deref(), Some("once"));
+    }
+    for p in phones.drain(..) {
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let bounced = alice.none_within(Duration::from_millis(300), is_message).await;
+    assert!(bounced.is_ok(), "the sender got an error: {bounced:?}");
+}
+
+/// The copies that one node sent to several sessions of another node are
+/// counted together there: one message waits, not one per session.
+#[tokio::test]
+async fn expiring_sessions_on_another_node_do_not_multiply_a_message() {
+    let cluster = cluster_of_two();
+    let mut phones = Vec::new();
+    for i in 0..4 {
+        phones.push(resumable_bob(cluster.node(1), &format!("phone{i}"), 0).await);
+    }
+    one_message_to_expiring_sessions(cluster.node(0), phones).await;
+    let got = messages_at_next_login(cluster.node(0), "laptop").await;
+    assert_eq!(got, ["once"]);
+}
+
+/// With the account's sessions spread over both nodes, each node counts its
+/// own: at most one copy per node waits (docs/architecture.md).
+#[tokio::test]
+async fn expiring_sessions_on_two_nodes_leave_at_most_one_copy_per_node() {
+    let cluster = cluster_of_two();
+    let mut phones = Vec::new();
+    for i in 0..4 {
+        phones.push(resumable_bob(cluster.node(i % 2), &format!("phone{i}"), 0).await);
+    }
+    one_message_to_expiring_sessions(cluster.node(0), phones).await;
+    let got = messages_at_next_login(cluster.node(1), "laptop").await;
+    assert!(
+        !got.is_empty() && got.len() <= 2 && got.iter().all(|b| b == "once"),
+        "{got:?}"
+    );
 }
