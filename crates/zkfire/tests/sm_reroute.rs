@@ -4,8 +4,8 @@
 //! waiting for resumption, and its queue is bounded in bytes.
 
 mod common;
-use common::steps::{authenticated, body, enable_sm};
 use common::cluster::TestCluster;
+use common::steps::{authenticated, body, enable_sm};
 use common::{Client, TestServer};
 use std::time::Duration;
 use zkfire_xml::ns;
@@ -205,7 +205,10 @@ async fn session_closed_at_max_unacked_does_not_duplicate() {
         other => panic!("{other:?}"),
     }
     let mut got = Vec::new();
-    while let Err(m) = desktop.none_within(Duration::from_millis(1500), is_message).await {
+    while let Err(m) = desktop
+        .none_within(Duration::from_millis(1500), is_message)
+        .await
+    {
         got.push(body(&m).unwrap_or_default());
     }
     let want: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
@@ -274,6 +277,32 @@ async fn waiting_session_is_bounded_in_bytes() {
     assert!(server.log().contains("unacknowledged bytes"), "logged");
 }
 
+/// A connected client that does not acknowledge `max_unacked_bytes` is
+/// closed, and nothing it held is lost.
+#[tokio::test]
+async fn connected_session_is_bounded_in_bytes() {
+    let server = two_users(&[
+        ("c2s", "max_stanza_bytes = 10000"),
+        ("stream_management", "max_unacked_bytes = 20000"),
+    ]);
+    let mut phone = resumable_bob(&server, "phone", 0).await;
+    let mut alice = Client::login(&server, "alice", "pw", "desk").await;
+    for i in 0..5 {
+        alice.send(&big_message(i)).await;
+    }
+    match phone.closed().await {
+        common::client::Closed::Error(c) => assert_eq!(c, "policy-violation"),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = messages_at_next_login(&server, "laptop").await;
+    let firsts: Vec<&str> = got
+        .iter()
+        .map(|b| b.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(firsts, ["0", "1", "2", "3", "4"]);
+}
+
 /// The same bound across all of an account's waiting sessions: past it,
 /// the session that would go over ends, and its copies, which the other
 /// sessions still hold, are not stored again.
@@ -338,7 +367,8 @@ async fn waiting_sessions_of_one_account_are_bounded_together() {
 fn cluster_of_two() -> TestCluster {
     let mut cluster = TestCluster::start(0);
     for i in 0..2 {
-        let node = cluster.start_node_with_extra(i, &[("stream_management", "resume_timeout_secs = 2")]);
+        let node =
+            cluster.start_node_with_extra(i, &[("stream_management", "resume_timeout_secs = 2")]);
         cluster.nodes.push(Some(node));
     }
     cluster.wait_connected();
@@ -363,7 +393,9 @@ async fn one_message_to_expiring_sessions(sender: &TestServer, mut phones: Vec<C
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let bounced = alice.none_within(Duration::from_millis(300), is_message).await;
+    let bounced = alice
+        .none_within(Duration::from_millis(300), is_message)
+        .await;
     assert!(bounced.is_ok(), "the sender got an error: {bounced:?}");
 }
 
