@@ -5,7 +5,7 @@
 
 mod common;
 use common::cluster::TestCluster;
-use common::steps::{authenticated, body, enable_sm};
+use common::steps::{authenticated, body, enable_sm, send_numbered};
 use common::{Client, TestServer};
 use std::time::Duration;
 use zkfire_xml::ns;
@@ -61,27 +61,9 @@ async fn expiring_sessions_do_not_multiply_a_message() {
     for i in 0..6 {
         phones.push(resumable_bob(&server, &format!("phone{i}"), 0).await);
     }
-    let mut alice = Client::login(&server, "alice", "pw", "desk").await;
-    alice
-        .send("<message to='bob@localhost' type='chat' id='m1'><body>once</body></message>")
-        .await;
-    for p in phones.iter_mut() {
-        let m = p.next_matching(is_message).await;
-        assert_eq!(body(&m).as_deref(), Some("once"));
-    }
-    // The phones drop off one after another, none acknowledging, so their
-    // resumption ends one after another too.
-    for p in phones.drain(..) {
-        drop(p);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    one_message_to_expiring_sessions(&server, phones).await;
     let got = messages_at_next_login(&server, "laptop").await;
     assert_eq!(got, ["once"], "the message must wait exactly once");
-    let bounced = alice
-        .none_within(Duration::from_millis(300), is_message)
-        .await;
-    assert!(bounced.is_ok(), "the sender got an error: {bounced:?}");
 }
 
 /// Reads until the first message, counting the stanzas (for `<a h=.../>`).
@@ -193,13 +175,7 @@ async fn session_closed_at_max_unacked_does_not_duplicate() {
     let mut desktop = Client::login(&server, "bob", "pw", "desktop").await;
     desktop.available().await;
     let mut alice = Client::login(&server, "alice", "pw", "desk").await;
-    for i in 0..10 {
-        alice
-            .send(&format!(
-                "<message to='bob@localhost' type='chat'><body>n{i}</body></message>"
-            ))
-            .await;
-    }
+    send_numbered(&mut alice, 10).await;
     match phone.closed().await {
         common::client::Closed::Error(c) => assert_eq!(c, "policy-violation"),
         other => panic!("{other:?}"),

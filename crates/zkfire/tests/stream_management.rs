@@ -2,7 +2,7 @@
 //! and no lost message when a session is not resumed.
 
 mod common;
-use common::steps::{authenticated, body, enable_sm};
+use common::steps::{authenticated, body, enable_sm, send_numbered};
 use common::{Client, TestServer};
 use zkfire_xml::ns;
 
@@ -130,13 +130,7 @@ async fn client_that_never_acknowledges_is_closed_and_nothing_is_lost() {
     enable_sm(&mut bob).await;
     bob.available().await;
     let mut alice = Client::login(&server, "alice", "pw", "desk").await;
-    for i in 0..10 {
-        alice
-            .send(&format!(
-                "<message to='bob@localhost' type='chat'><body>n{i}</body></message>"
-            ))
-            .await;
-    }
+    send_numbered(&mut alice, 10).await;
     // Bob reads but never answers <r/>: the server gives up on him.
     match bob.closed().await {
         common::client::Closed::Error(c) => assert_eq!(c, "policy-violation"),

@@ -307,6 +307,11 @@ impl Session {
         if !detached {
             self.uncount_detached();
         }
+        self.announce();
+    }
+
+    /// Tells the other nodes of the cluster, if any, what this session is now.
+    fn announce(&self) {
         if let Some(cluster) = &self.server.cluster {
             let list = self
                 .server
@@ -779,14 +784,7 @@ impl Session {
                         *sm_id = Some(id.clone());
                     }
                     // Other nodes learn the id, so the client may resume through them.
-                    if let Some(cluster) = &self.server.cluster {
-                        let list = self
-                            .server
-                            .blocklists
-                            .get(&self.handle.bare_jid)
-                            .map(|l| l.clone());
-                        cluster.announce(&self.handle, list);
-                    }
+                    self.announce();
                 }
                 stream.queue(&enabled);
                 self.sm = Some(SmState::new(id));

@@ -67,3 +67,13 @@ pub async fn authenticated(server: &super::TestServer, user: &str, password: &st
     c.open().await;
     c
 }
+
+/// Sends bob's bare JID `n` chat messages with the bodies n0, n1, ...
+pub async fn send_numbered(c: &mut Client, n: usize) {
+    for i in 0..n {
+        c.send(&format!(
+            "<message to='bob@localhost' type='chat'><body>n{i}</body></message>"
+        ))
+        .await;
+    }
+}
