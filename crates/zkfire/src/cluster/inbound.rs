@@ -76,12 +76,17 @@ pub async fn dispatch(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Inbou
 /// Stanzas a departed peer never acknowledged go through the router again:
 /// its sessions are gone from the directory by now, so messages reach
 /// another resource or offline storage instead of being lost with the node.
-/// Each is rerouted once, to one place (a copy of a message that several
+/// Each is rerouted once, to one place, and of the copies of one message
+/// sent to several of the peer's sessions only one (a message that several
 /// resources got is not fanned out again).
 async fn reroute_undelivered(server: &Arc<Server>, peer: &PeerInfo, payloads: Vec<Vec<u8>>) {
     let mut count = 0;
+    let mut groups = std::collections::HashSet::new();
     for bytes in payloads {
-        if let Ok(BusMessage::Stanza { xml, .. }) = BusMessage::decode(&bytes) {
+        if let Ok(BusMessage::Stanza { xml, group, .. }) = BusMessage::decode(&bytes) {
+            if group.is_some_and(|g| !groups.insert(g)) {
+                continue;
+            }
             if let Ok(stanza) = zkfire_xml::parse_element(&xml) {
                 count += 1;
                 crate::c2s::session::reroute(server, stanza).await;
