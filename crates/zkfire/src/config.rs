@@ -204,6 +204,15 @@ pub struct ClusterConfig {
     /// Payload bytes queued per peer and not yet acknowledged; past it (or
     /// past `max_peer_queue` frames) a stanza for that node is undeliverable.
     pub max_peer_queue_bytes: usize,
+    /// A bus connection must finish TCP, TLS and authentication within this
+    /// many milliseconds, or it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Bus handshakes in progress at once from addresses that are not a
+    /// member's (members' addresses have as many slots of their own).
+    pub max_pending_handshakes: usize,
+    /// Bus handshakes in progress at once from one address that is not a
+    /// member's (IPv6: one /64).
+    pub max_handshakes_per_address: usize,
 }
 
 impl Default for ClusterConfig {
@@ -221,6 +230,9 @@ impl Default for ClusterConfig {
             heartbeat_ms: 1000,
             max_peer_queue: 100_000,
             max_peer_queue_bytes: 64 * 1024 * 1024,
+            handshake_timeout_ms: 3000,
+            max_pending_handshakes: 64,
+            max_handshakes_per_address: 4,
         }
     }
 }
@@ -398,6 +410,14 @@ impl Config {
         }
         if c.tls_cert.is_some() != c.tls_key.is_some() {
             return invalid("[cluster] tls_cert and tls_key must be set together");
+        }
+        if !(100..=60_000).contains(&c.handshake_timeout_ms) {
+            return invalid("[cluster] handshake_timeout_ms must be between 100 and 60000");
+        }
+        if c.max_pending_handshakes == 0 || c.max_handshakes_per_address == 0 {
+            return invalid(
+                "[cluster] max_pending_handshakes and max_handshakes_per_address must be at least 1",
+            );
         }
         if !self.storage_url().starts_with("postgres") {
             return invalid(

@@ -83,7 +83,9 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
         max_queue: c.max_peer_queue,
         max_queue_bytes: c.max_peer_queue_bytes,
         max_frame: MAX_FRAME,
-        handshake_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+        max_pending_handshakes: c.max_pending_handshakes,
+        max_handshakes_per_address: c.max_handshakes_per_address,
     };
     let task = tokio::spawn(follow(server, bus_config, events, token.clone()));
     Ok(ClusterNode {

@@ -169,6 +169,17 @@ impl TestCluster {
         cluster
     }
 
+    /// Where node `i`'s cluster bus listens, from its log.
+    pub fn bus_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.node(i)
+            .log()
+            .lines()
+            .rev()
+            .filter(|l| l.contains("bus: listening"))
+            .find_map(|l| field(l, "addr")?.parse().ok())
+            .expect("the node's bus is listening")
+    }
+
     /// The incarnation node `i` last joined with, from its log.
     pub fn incarnation(&self, i: usize) -> Option<u64> {
         self.node(i)
