@@ -166,12 +166,10 @@ async fn follow(
                     *r = others.first().cloned();
                 }
             }
-            Event::Lost => {
+            Event::Lost { why } => {
                 // No longer a member: stop serving before joining again as a
                 // new incarnation (DESIGN.md cluster point 2).
-                tracing::warn!(
-                    "lost the ZooKeeper session: this node stops serving until it rejoins"
-                );
+                tracing::warn!("{why}: this node stops serving until it rejoins");
                 server.serving.store(false, Ordering::SeqCst);
                 link.set_bus(None);
                 if let Some((_, t)) = bus.take() {
