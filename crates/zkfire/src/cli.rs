@@ -76,6 +76,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig => {
             crate::tls::TlsContext::from_config_check(&config)?;
+            for w in config.cluster_warnings() {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "configuration is valid: domain {}, storage {}",
                 config.server.domain,

@@ -246,7 +246,8 @@ pub struct ZooKeeperConfig {
     pub root: String,
     pub session_timeout_ms: u64,
     /// `user:password` for digest authentication; everything zkfire creates
-    /// then carries an ACL for this identity only.
+    /// carries an ACL for this identity only. Default: credentials derived
+    /// from the cluster secret (`cluster::zk_acl`).
     pub digest: Option<String>,
     /// A ZooKeeper peer run by this node itself.
     pub managed: Option<ManagedZooKeeperConfig>,
@@ -433,6 +434,21 @@ impl Config {
             return invalid("[zookeeper] root must start with '/' and not end with it");
         }
         Ok(())
+    }
+
+    /// What is valid but risky in the cluster settings, for check-config
+    /// and the start-up log.
+    pub fn cluster_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.cluster.enabled && self.zookeeper.digest.is_none() {
+            warnings.push(format!(
+                "[zookeeper] digest is not set: zkfire's znodes get ACLs for credentials derived from the cluster secret, \
+                 but znodes under {} that an earlier zkfire created without a digest stay writable by anyone who reaches ZooKeeper \
+                 (the nodes then log an error at start) until {} is deleted while every node is stopped; see docs/cluster.md, \"ZooKeeper ACLs\"",
+                self.zookeeper.root, self.zookeeper.root
+            ));
+        }
+        warnings
     }
 
     /// The cluster secret, from `secret` or the first line of `secret_file`.

@@ -66,6 +66,15 @@ async fn a_node_whose_znode_is_deleted_fences_itself_and_rejoins() {
         cluster.nodes.push(Some(node));
     }
     cluster.wait_mesh(Duration::from_secs(20));
+    // Each node says loudly that the cluster is open.
+    for i in 0..2 {
+        let log = cluster.node(i).log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ERROR") && l.contains("without ACLs")),
+            "{log}"
+        );
+    }
     cluster.add_user("alice", "pw");
     cluster.add_user("bob", "pw");
     let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
@@ -102,4 +111,27 @@ async fn a_node_whose_znode_is_deleted_fences_itself_and_rejoins() {
     a.available().await;
     chat(&mut a, &mut b, "bob@localhost", "after, to node 2").await;
     chat(&mut b, &mut a, "alice@localhost", "after, to node 1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_digest_the_znodes_are_still_closed_to_strangers() {
+    // No [zookeeper] digest in the config: the credentials come from the
+    // cluster secret.
+    let cluster = TestCluster::start(2);
+    cluster.wait_mesh(Duration::from_secs(20));
+    let zk = anonymous(&cluster).await;
+    let nodes = format!("{}/nodes", cluster.root);
+    let own = format!("{nodes}/n1");
+    assert_eq!(zk.delete(&own, None).await, Err(zk::Error::NoAuth));
+    assert!(matches!(zk.get_data(&own).await, Err(zk::Error::NoAuth)));
+    let fake = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    assert!(matches!(
+        zk.create(&format!("{nodes}/intruder"), b"{}", &fake).await,
+        Err(zk::Error::NoAuth)
+    ));
+    // The nodes and `zkfire cluster status` still see the members.
+    let out = cluster.node(1).cli(&["cluster", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 member(s)"), "{text}");
+    assert!(!cluster.node(0).log().contains("without ACLs"));
 }

@@ -8,6 +8,7 @@
 //! node is no longer a member and says so (`Event::Lost`), then joins again
 //! as a new incarnation.
 
+use super::zk_acl;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +56,8 @@ pub struct MembershipConfig {
     pub connect: String,
     pub root: String,
     pub session_timeout: Duration,
-    /// `user:password` for digest authentication and creator-only ACLs.
+    /// `user:password` for digest authentication and creator-only ACLs
+    /// (`zk_acl::digest`); a node always has them.
     pub digest: Option<String>,
     pub node_id: String,
     pub data: NodeData,
@@ -76,12 +78,29 @@ pub async fn connect(config: &MembershipConfig) -> Result<zk::Client, zk::Error>
     connector.connect(&config.connect).await
 }
 
-fn acls(config: &MembershipConfig) -> zk::Acls<'static> {
-    if config.digest.is_some() {
-        zk::Acls::creator_all()
-    } else {
-        zk::Acls::anyone_all()
+/// Whether the cluster's znodes are open to anyone (created without ACLs);
+/// says so loudly when they are.
+async fn cluster_is_open(client: &zk::Client, config: &MembershipConfig) -> Result<bool, String> {
+    let nodes = nodes_path(&config.root);
+    let acl = match client.get_acl(&nodes).await {
+        Ok((acl, _)) => acl,
+        Err(zk::Error::NoAuth) => {
+            return Err(format!(
+                "ZooKeeper refuses this node's credentials for {nodes}: every node needs the same [zookeeper] digest, or none and the same cluster secret"
+            ))
+        }
+        Err(e) => return Err(format!("cannot read the ACL of {nodes}: {e}")),
+    };
+    let open = zk_acl::open_to_anyone(&acl);
+    if open {
+        tracing::error!(
+            znode = %nodes,
+            "the cluster's znodes were created without ACLs (by an earlier zkfire without [zookeeper] digest, or by hand): anyone who reaches ZooKeeper can remove members or add false ones. To close them, stop every node, delete {} (zkCli.sh deleteall {}) and start the nodes again; they create it with ACLs",
+            config.root,
+            config.root
+        );
     }
+    Ok(open)
 }
 
 /// Reads the current members.
@@ -158,14 +177,18 @@ async fn run_session(
         _ = shutdown.cancelled() => return Ok(()),
     };
     let nodes = nodes_path(&config.root);
-    let options = zk::CreateMode::Persistent.with_acls(acls(config));
+    // A new cluster's znodes are creator-only.
+    let options =
+        zk::CreateMode::Persistent.with_acls(zk_acl::for_new_znodes(config.digest.is_none()));
     match client.mkdir(&nodes, &options).await {
         Ok(()) | Err(zk::Error::NodeExists) => {}
         Err(e) => return Err(format!("cannot create {nodes}: {e}")),
     }
+    let open = cluster_is_open(&client, config).await?;
     let own = format!("{nodes}/{}", config.node_id);
     let mut data = config.data.clone();
-    let incarnation = create_own_znode(&client, config, &own, &data).await?;
+    let own_acls = zk_acl::for_new_znodes(open || config.digest.is_none());
+    let incarnation = create_own_znode(&client, config, own_acls, &own, &data).await?;
     tracing::info!(node = %config.node_id, incarnation, "joined the cluster");
     let _ = tx.send(Event::Joined { incarnation });
     *joined = true;
@@ -377,11 +400,12 @@ async fn leave(client: &zk::Client, own: &str) -> Result<(), String> {
 async fn create_own_znode(
     client: &zk::Client,
     config: &MembershipConfig,
+    acls: zk::Acls<'static>,
     own: &str,
     data: &NodeData,
 ) -> Result<i64, String> {
     let bytes = serde_json::to_vec(data).map_err(|e| e.to_string())?;
-    let options = zk::CreateMode::Ephemeral.with_acls(acls(config));
+    let options = zk::CreateMode::Ephemeral.with_acls(acls);
     let deadline = tokio::time::Instant::now() + config.session_timeout;
     loop {
         match client.create(own, &bytes, &options).await {

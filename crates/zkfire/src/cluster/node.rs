@@ -44,6 +44,9 @@ impl ClusterNode {
 
 pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<ClusterNode> {
     let c = &config.cluster;
+    for w in config.cluster_warnings() {
+        tracing::warn!("{w}");
+    }
     let secret = config.cluster_secret()?;
     let listen = c.listen.context("[cluster] listen")?;
     let token = CancellationToken::new();
@@ -61,7 +64,7 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
         connect,
         root: config.zookeeper.root.clone(),
         session_timeout: Duration::from_millis(config.zookeeper.session_timeout_ms),
-        digest: config.zookeeper.digest.clone(),
+        digest: Some(super::zk_acl::digest(config)?),
         node_id: c.node_id.clone(),
         data: NodeData {
             bus: c.advertise.unwrap_or(listen),
