@@ -78,17 +78,19 @@ pub async fn connect(config: &MembershipConfig) -> Result<zk::Client, zk::Error>
     connector.connect(&config.connect).await
 }
 
+fn credentials_refused(nodes: &str) -> String {
+    format!(
+        "ZooKeeper refuses this node's credentials for {nodes}: every node needs the same [zookeeper] digest, or none and the same cluster secret"
+    )
+}
+
 /// Whether the cluster's znodes are open to anyone (created without ACLs);
 /// says so loudly when they are.
 async fn cluster_is_open(client: &zk::Client, config: &MembershipConfig) -> Result<bool, String> {
     let nodes = nodes_path(&config.root);
     let acl = match client.get_acl(&nodes).await {
         Ok((acl, _)) => acl,
-        Err(zk::Error::NoAuth) => {
-            return Err(format!(
-                "ZooKeeper refuses this node's credentials for {nodes}: every node needs the same [zookeeper] digest, or none and the same cluster secret"
-            ))
-        }
+        Err(zk::Error::NoAuth) => return Err(credentials_refused(&nodes)),
         Err(e) => return Err(format!("cannot read the ACL of {nodes}: {e}")),
     };
     let open = zk_acl::open_to_anyone(&acl);
@@ -182,6 +184,7 @@ async fn run_session(
         zk::CreateMode::Persistent.with_acls(zk_acl::for_new_znodes(config.digest.is_none()));
     match client.mkdir(&nodes, &options).await {
         Ok(()) | Err(zk::Error::NodeExists) => {}
+        Err(zk::Error::NoAuth) => return Err(credentials_refused(&nodes)),
         Err(e) => return Err(format!("cannot create {nodes}: {e}")),
     }
     let open = cluster_is_open(&client, config).await?;
