@@ -535,6 +535,27 @@ mod tests {
     }
 
     #[test]
+    fn cluster_bus_handshake_bounds_are_checked() {
+        let base = "[cluster]\nenabled = true\nnode_id = 'n1'\nlisten = '127.0.0.1:7000'\nsecret = '0123456789abcdef'\n[storage]\nurl = 'postgres://u@127.0.0.1/db'\n[zookeeper]\nconnect = '127.0.0.1:2181'\n";
+        let c = Config::parse(base).unwrap();
+        assert_eq!(c.cluster.handshake_timeout_ms, 3000);
+        assert_eq!(c.cluster.max_pending_handshakes, 64);
+        assert_eq!(c.cluster.max_handshakes_per_address, 4);
+        for bad in [
+            "handshake_timeout_ms = 0",
+            "max_pending_handshakes = 0",
+            "max_handshakes_per_address = 0",
+        ] {
+            let text = base.replace("[storage]", &format!("{bad}\n[storage]"));
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert!(
+                err.to_string().contains(&bad[..bad.find(' ').unwrap()]),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn managed_zookeeper_section_parses() {
         let c = Config::parse(
             "[zookeeper.managed]\nclient_port = 2191\nmyid = 2\n[zookeeper.managed.servers]\n1 = '127.0.0.1:2888:3888'\n2 = '127.0.0.1:2889:3889'\n",
