@@ -44,6 +44,10 @@ pub enum ClusterCommand {
     /// The members, their bus addresses, uptime and session counts; exits
     /// non-zero when ZooKeeper cannot be reached.
     Status,
+    /// Prints the `user:password` the nodes authenticate to ZooKeeper with
+    /// (`[zookeeper] digest`, or derived from the cluster secret), for
+    /// `addauth digest` in zkCli.
+    ZookeeperCredentials,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +97,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => runtime()?.block_on(user(config, cmd)),
         Command::Cluster(ClusterCommand::Status) => {
             runtime()?.block_on(crate::cluster::status::print(&config))
+        }
+        Command::Cluster(ClusterCommand::ZookeeperCredentials) => {
+            println!("{}", crate::cluster::zk_acl::digest(&config)?);
+            Ok(())
         }
         Command::ImportClusterXml { .. } => Ok(()),
     }

@@ -228,3 +228,21 @@ fn check_config_warns_about_zookeeper_acls_without_a_digest() {
     let with = check("digest = 'zkfire:zk-secret'");
     assert!(!with.contains("[zookeeper] digest"), "{with}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_derived_zookeeper_credentials_can_be_printed_for_zkcli() {
+    let cluster = TestCluster::start(1);
+    let out = cluster.node(0).cli(&["cluster", "zookeeper-credentials"]);
+    assert!(out.status.success(), "{out:?}");
+    let digest = stdout(&out).trim().to_string();
+    assert!(digest.starts_with("zkfire:"), "{digest}");
+    assert!(!digest.contains(SECRET));
+    // They are what the nodes use: they open the member znode.
+    let authed = zookeeper_client::Client::connector()
+        .with_auth("digest", digest.as_bytes())
+        .connect(&cluster.zk.connect_string())
+        .await
+        .expect("connect");
+    let own = format!("{}/nodes/n1", cluster.root);
+    assert!(authed.get_data(&own).await.is_ok());
+}
