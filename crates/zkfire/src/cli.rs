@@ -44,6 +44,10 @@ pub enum ClusterCommand {
     /// The members, their bus addresses, uptime and session counts; exits
     /// non-zero when ZooKeeper cannot be reached.
     Status,
+    /// Prints the `user:password` the nodes authenticate to ZooKeeper with
+    /// (`[zookeeper] digest`, or derived from the cluster secret), for
+    /// `addauth digest` in zkCli.
+    ZookeeperCredentials,
 }
 
 #[derive(Subcommand)]
@@ -76,6 +80,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig => {
             crate::tls::TlsContext::from_config_check(&config)?;
+            for w in config.cluster_warnings() {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "configuration is valid: domain {}, storage {}",
                 config.server.domain,
@@ -90,6 +97,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => runtime()?.block_on(user(config, cmd)),
         Command::Cluster(ClusterCommand::Status) => {
             runtime()?.block_on(crate::cluster::status::print(&config))
+        }
+        Command::Cluster(ClusterCommand::ZookeeperCredentials) => {
+            println!("{}", crate::cluster::zk_acl::digest(&config)?);
+            Ok(())
         }
         Command::ImportClusterXml { .. } => Ok(()),
     }

@@ -211,6 +211,15 @@ pub struct ClusterConfig {
     /// Payload bytes queued per peer and not yet acknowledged; past it (or
     /// past `max_peer_queue` frames) a stanza for that node is undeliverable.
     pub max_peer_queue_bytes: usize,
+    /// A bus connection must finish TCP, TLS and authentication within this
+    /// many milliseconds, or it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Bus handshakes in progress at once from addresses that are not a
+    /// member's (members' addresses have as many slots of their own).
+    pub max_pending_handshakes: usize,
+    /// Bus handshakes in progress at once from one address that is not a
+    /// member's (IPv6: one /64).
+    pub max_handshakes_per_address: usize,
 }
 
 impl Default for ClusterConfig {
@@ -228,6 +237,9 @@ impl Default for ClusterConfig {
             heartbeat_ms: 1000,
             max_peer_queue: 100_000,
             max_peer_queue_bytes: 64 * 1024 * 1024,
+            handshake_timeout_ms: 3000,
+            max_pending_handshakes: 64,
+            max_handshakes_per_address: 4,
         }
     }
 }
@@ -241,7 +253,8 @@ pub struct ZooKeeperConfig {
     pub root: String,
     pub session_timeout_ms: u64,
     /// `user:password` for digest authentication; everything zkfire creates
-    /// then carries an ACL for this identity only.
+    /// carries an ACL for this identity only. Default: credentials derived
+    /// from the cluster secret (`cluster::zk_acl`).
     pub digest: Option<String>,
     /// A ZooKeeper peer run by this node itself.
     pub managed: Option<ManagedZooKeeperConfig>,
@@ -412,6 +425,14 @@ impl Config {
         if c.tls_cert.is_some() != c.tls_key.is_some() {
             return invalid("[cluster] tls_cert and tls_key must be set together");
         }
+        if !(100..=60_000).contains(&c.handshake_timeout_ms) {
+            return invalid("[cluster] handshake_timeout_ms must be between 100 and 60000");
+        }
+        if c.max_pending_handshakes == 0 || c.max_handshakes_per_address == 0 {
+            return invalid(
+                "[cluster] max_pending_handshakes and max_handshakes_per_address must be at least 1",
+            );
+        }
         if !self.storage_url().starts_with("postgres") {
             return invalid(
                 "a cluster needs shared storage: set [storage] url to a postgres:// URL (SQLite is for a single node)",
@@ -426,6 +447,21 @@ impl Config {
             return invalid("[zookeeper] root must start with '/' and not end with it");
         }
         Ok(())
+    }
+
+    /// What is valid but risky in the cluster settings, for check-config
+    /// and the start-up log.
+    pub fn cluster_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.cluster.enabled && self.zookeeper.digest.is_none() {
+            warnings.push(format!(
+                "[zookeeper] digest is not set: zkfire's znodes get ACLs for credentials derived from the cluster secret, \
+                 but znodes under {} that an earlier zkfire created without a digest stay writable by anyone who reaches ZooKeeper \
+                 (the nodes then log an error at start) until {} is deleted while every node is stopped; see docs/cluster.md, \"ZooKeeper ACLs\"",
+                self.zookeeper.root, self.zookeeper.root
+            ));
+        }
+        warnings
     }
 
     /// The cluster secret, from `secret` or the first line of `secret_file`.
@@ -509,6 +545,27 @@ mod tests {
         assert!(err.to_string().contains("postgres"), "{err}");
         let ok = format!("{text}[storage]\nurl = 'postgres://u@127.0.0.1/db'\n");
         Config::parse(&ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn cluster_bus_handshake_bounds_are_checked() {
+        let base = "[cluster]\nenabled = true\nnode_id = 'n1'\nlisten = '127.0.0.1:7000'\nsecret = '0123456789abcdef'\n[storage]\nurl = 'postgres://u@127.0.0.1/db'\n[zookeeper]\nconnect = '127.0.0.1:2181'\n";
+        let c = Config::parse(base).unwrap();
+        assert_eq!(c.cluster.handshake_timeout_ms, 3000);
+        assert_eq!(c.cluster.max_pending_handshakes, 64);
+        assert_eq!(c.cluster.max_handshakes_per_address, 4);
+        for bad in [
+            "handshake_timeout_ms = 0",
+            "max_pending_handshakes = 0",
+            "max_handshakes_per_address = 0",
+        ] {
+            let text = base.replace("[storage]", &format!("{bad}\n[storage]"));
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert!(
+                err.to_string().contains(&bad[..bad.find(' ').unwrap()]),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -137,6 +137,8 @@ fn config(node: &str, incarnation: i64) -> BusConfig {
         max_queue_bytes: 64 * 1024 * 1024,
         max_frame: 1024 * 1024,
         handshake_timeout: Duration::from_secs(1),
+        max_pending_handshakes: 64,
+        max_handshakes_per_address: 4,
     }
 }
 

@@ -150,8 +150,17 @@ async fn killed_node_users_go_offline_for_their_contacts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_with_wrong_secret_is_refused() {
-    let mut cluster = TestCluster::start(1);
-    let intruder = cluster.start_node_with(1, "not-the-cluster-secret!!");
+    let mut cluster = TestCluster::start(0);
+    let digest = ("zookeeper", "digest = \"zkfire:zk-secret\"");
+    let node = cluster.start_node_with_extra(0, &[digest]);
+    cluster.nodes.push(Some(node));
+    // Its ZooKeeper credentials come from the secret: ZooKeeper refuses it.
+    let outsider = cluster.spawn_node(1, "not-the-cluster-secret!!", &[]);
+    outsider.wait_log("refuses this node's credentials", Duration::from_secs(15));
+    assert!(!outsider.log().contains("serving as a cluster member"));
+    drop(outsider);
+    // With the ZooKeeper credentials but not the secret, the bus refuses it.
+    let intruder = cluster.spawn_node(1, "not-the-cluster-secret!!", &[digest]);
     cluster.nodes.push(Some(intruder));
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cluster

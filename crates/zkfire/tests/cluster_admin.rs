@@ -197,3 +197,52 @@ async fn digest_credentials_protect_what_zkfire_creates() {
     let out = cluster.node(0).cli(&["cluster", "status"]);
     assert!(stdout(&out).contains("1 member(s)"), "{}", stdout(&out));
 }
+
+#[test]
+fn check_config_warns_about_zookeeper_acls_without_a_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |digest: &str| {
+        let config = dir.path().join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[cluster]\nenabled = true\nnode_id = 'n1'\nlisten = '127.0.0.1:7000'\nsecret = '{SECRET}'\n\
+                 [storage]\nurl = 'postgres://u@127.0.0.1/db'\n\
+                 [zookeeper]\nconnect = '127.0.0.1:2181'\n{digest}\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zkfire"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let without = check("");
+    assert!(
+        without.contains("warning") && without.contains("[zookeeper] digest"),
+        "{without}"
+    );
+    let with = check("digest = 'zkfire:zk-secret'");
+    assert!(!with.contains("[zookeeper] digest"), "{with}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_derived_zookeeper_credentials_can_be_printed_for_zkcli() {
+    let cluster = TestCluster::start(1);
+    let out = cluster.node(0).cli(&["cluster", "zookeeper-credentials"]);
+    assert!(out.status.success(), "{out:?}");
+    let digest = stdout(&out).trim().to_string();
+    assert!(digest.starts_with("zkfire:"), "{digest}");
+    assert!(!digest.contains(SECRET));
+    // They are what the nodes use: they open the member znode.
+    let authed = zookeeper_client::Client::connector()
+        .with_auth("digest", digest.as_bytes())
+        .connect(&cluster.zk.connect_string())
+        .await
+        .expect("connect");
+    let own = format!("{}/nodes/n1", cluster.root);
+    assert!(authed.get_data(&own).await.is_ok());
+}

@@ -1,6 +1,6 @@
 //! Faults around a running cluster: a node paused past its ZooKeeper
-//! session, the ZooKeeper leader killed, the whole ensemble down. Each test
-//! ends with an account of the messages sent.
+//! session, the ZooKeeper leader killed, the whole ensemble down, a stranger
+//! flooding a bus port. Each test ends with an account of the messages sent.
 
 mod common;
 use common::client::Closed;
@@ -120,4 +120,96 @@ async fn zookeeper_leader_death_and_ensemble_outage_do_not_disturb_users() {
             cluster.node(i).log()
         );
     }
+}
+
+/// Idle TCP connections from a stranger's address (127.0.0.2: another
+/// host, as far as the node can tell) to a bus port, each reopened soon
+/// after the node closes it, until dropped.
+struct Flood {
+    stop: tokio_util::sync::CancellationToken,
+    /// How long each connection the node accepted stayed open.
+    lifetimes: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
+}
+
+impl Flood {
+    fn start(target: std::net::SocketAddr, sockets: usize) -> Flood {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let lifetimes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..sockets {
+            let (stop, lifetimes) = (stop.clone(), lifetimes.clone());
+            // Spread the reconnections so the flood refills freed slots fast.
+            let pause = Duration::from_millis(200 + (i as u64 * 37) % 300);
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    if let Some(lived) = Flood::one(target, &stop).await {
+                        lifetimes.lock().unwrap().push(lived);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+            });
+        }
+        Flood { stop, lifetimes }
+    }
+
+    /// One idle connection; how long it stayed open (None: refused, or
+    /// still open when the flood stopped).
+    async fn one(
+        target: std::net::SocketAddr,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Option<Duration> {
+        use tokio::io::AsyncReadExt;
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind("127.0.0.2:0".parse().unwrap()).ok()?;
+        let mut s = socket.connect(target).await.ok()?;
+        let opened = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        tokio::select! {
+            _ = s.read(&mut buf) => Some(opened.elapsed()),
+            _ = stop.cancelled() => None,
+        }
+    }
+
+    fn lifetimes(&self) -> Vec<Duration> {
+        self.lifetimes.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_flooding_the_bus_port_does_not_keep_a_restarted_peer_out() {
+    let mut cluster = TestCluster::start(2);
+    cluster.wait_mesh(Duration::from_secs(20));
+    let (_, mut b) = pair(&cluster).await;
+    let flood = Flood::start(cluster.bus_addr(1), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Node 1 crashes and comes back as a new incarnation: it must link to
+    // node 2 again although a stranger keeps opening handshakes there.
+    cluster.restart_node(0);
+    cluster.wait_mesh(Duration::from_secs(5));
+    let mut a = Client::login(cluster.node(0), "alice", "pw", "a2").await;
+    a.available().await;
+    a.send("<message to='bob@localhost' type='chat'><body>through the flood</body></message>")
+        .await;
+    // Delivered to bob's session on node 2 at once, not stored offline.
+    let m = tokio::time::timeout(
+        Duration::from_secs(3),
+        b.next_matching(|e| e.name() == "message"),
+    )
+    .await
+    .expect("the message reaches bob online");
+    assert_eq!(body(&m).as_deref(), Some("through the flood"));
+    // Node 2 closes each stranger connection by the handshake timeout
+    // (3 s by default), and it did hold some that long.
+    let lived = flood.lifetimes();
+    let longest = lived.iter().max().copied().unwrap_or_default();
+    assert!(longest <= Duration::from_millis(4000), "held {longest:?}");
+    assert!(longest >= Duration::from_millis(2500), "held {longest:?}");
 }

@@ -3,10 +3,12 @@
 //! A node is a member while its ephemeral znode `<root>/nodes/<node_id>`
 //! exists; the znode's creation zxid is the node's incarnation. A watch on
 //! `<root>/nodes` keeps the view current. While ZooKeeper cannot be reached
-//! the last view stays in force; when the session expires the node is no
-//! longer a member and says so (`Event::Lost`), then joins again as a new
-//! incarnation.
+//! the last view stays in force; when the session expires, or the node's
+//! znode disappears while the session lives on (someone deleted it), the
+//! node is no longer a member and says so (`Event::Lost`), then joins again
+//! as a new incarnation.
 
+use super::zk_acl;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +46,9 @@ pub enum Event {
     Joined { incarnation: i64 },
     /// The members now (this node included).
     Members(Vec<Member>),
-    /// The ZooKeeper session expired: this node is no longer a member.
-    Lost,
+    /// This node is no longer a member, for the reason given: its
+    /// ZooKeeper session expired, or its znode was deleted or replaced.
+    Lost { why: &'static str },
 }
 
 #[derive(Clone)]
@@ -53,7 +56,8 @@ pub struct MembershipConfig {
     pub connect: String,
     pub root: String,
     pub session_timeout: Duration,
-    /// `user:password` for digest authentication and creator-only ACLs.
+    /// `user:password` for digest authentication and creator-only ACLs
+    /// (`zk_acl::digest`); a node always has them.
     pub digest: Option<String>,
     pub node_id: String,
     pub data: NodeData,
@@ -74,28 +78,47 @@ pub async fn connect(config: &MembershipConfig) -> Result<zk::Client, zk::Error>
     connector.connect(&config.connect).await
 }
 
-fn acls(config: &MembershipConfig) -> zk::Acls<'static> {
-    if config.digest.is_some() {
-        zk::Acls::creator_all()
-    } else {
-        zk::Acls::anyone_all()
+fn credentials_refused(nodes: &str) -> String {
+    format!(
+        "ZooKeeper refuses this node's credentials for {nodes}: every node needs the same [zookeeper] digest, or none and the same cluster secret"
+    )
+}
+
+/// Whether the cluster's znodes are open to anyone (created without ACLs);
+/// says so loudly when they are.
+async fn cluster_is_open(client: &zk::Client, config: &MembershipConfig) -> Result<bool, String> {
+    let nodes = nodes_path(&config.root);
+    let acl = match client.get_acl(&nodes).await {
+        Ok((acl, _)) => acl,
+        Err(zk::Error::NoAuth) => return Err(credentials_refused(&nodes)),
+        Err(e) => return Err(format!("cannot read the ACL of {nodes}: {e}")),
+    };
+    let open = zk_acl::open_to_anyone(&acl);
+    if open {
+        tracing::error!(
+            znode = %nodes,
+            "the cluster's znodes were created without ACLs (by an earlier zkfire without [zookeeper] digest, or by hand): anyone who reaches ZooKeeper can remove members or add false ones. To close them, stop every node, delete {} (zkCli.sh deleteall {}) and start the nodes again; they create it with ACLs",
+            config.root,
+            config.root
+        );
     }
+    Ok(open)
 }
 
 /// Reads the current members.
 pub async fn read_members(client: &zk::Client, root: &str) -> Result<Vec<Member>, zk::Error> {
     let children = client.list_children(&nodes_path(root)).await?;
-    Ok(members_of(client, root, children).await)
+    Ok(members_of(client, root, &children).await)
 }
 
-async fn members_of(client: &zk::Client, root: &str, children: Vec<String>) -> Vec<Member> {
+async fn members_of(client: &zk::Client, root: &str, children: &[String]) -> Vec<Member> {
     let mut members = Vec::new();
     for node_id in children {
         let path = format!("{}/{node_id}", nodes_path(root));
         match client.get_data(&path).await {
             Ok((bytes, stat)) => match serde_json::from_slice::<NodeData>(&bytes) {
                 Ok(data) => members.push(Member {
-                    node_id,
+                    node_id: node_id.clone(),
                     incarnation: stat.czxid,
                     data,
                 }),
@@ -121,9 +144,14 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            match run_session(&config, &sessions, &tx, &shutdown).await {
+            let mut joined = false;
+            match run_session(&config, &sessions, &tx, &shutdown, &mut joined).await {
                 Ok(()) => return,
                 Err(e) => {
+                    if joined {
+                        // A membership that ended, not a failure to start one.
+                        backoff = Duration::from_millis(200);
+                    }
                     tracing::warn!("ZooKeeper: {e}; retrying in {backoff:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -137,28 +165,36 @@ pub fn spawn(
     (rx, task)
 }
 
-/// One ZooKeeper session: join, watch, until it expires (Err) or shutdown (Ok).
+/// One ZooKeeper session: join, watch, until it expires or this node's
+/// znode is taken away (Err) or shutdown (Ok).
 async fn run_session(
     config: &MembershipConfig,
     sessions: &Arc<dyn Fn() -> usize + Send + Sync>,
     tx: &mpsc::UnboundedSender<Event>,
     shutdown: &CancellationToken,
+    joined: &mut bool,
 ) -> Result<(), String> {
     let client = tokio::select! {
         c = connect(config) => c.map_err(|e| format!("cannot connect to {}: {e}", config.connect))?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let nodes = nodes_path(&config.root);
-    let options = zk::CreateMode::Persistent.with_acls(acls(config));
+    // A new cluster's znodes are creator-only.
+    let options =
+        zk::CreateMode::Persistent.with_acls(zk_acl::for_new_znodes(config.digest.is_none()));
     match client.mkdir(&nodes, &options).await {
         Ok(()) | Err(zk::Error::NodeExists) => {}
+        Err(zk::Error::NoAuth) => return Err(credentials_refused(&nodes)),
         Err(e) => return Err(format!("cannot create {nodes}: {e}")),
     }
+    let open = cluster_is_open(&client, config).await?;
     let own = format!("{nodes}/{}", config.node_id);
     let mut data = config.data.clone();
-    let incarnation = create_own_znode(&client, config, &own, &data).await?;
+    let own_acls = zk_acl::for_new_znodes(open || config.digest.is_none());
+    let incarnation = create_own_znode(&client, config, own_acls, &own, &data).await?;
     tracing::info!(node = %config.node_id, incarnation, "joined the cluster");
     let _ = tx.send(Event::Joined { incarnation });
+    *joined = true;
     let mut client = client;
     let mut state = client.state_watcher();
     let mut refresh = tokio::time::interval(REFRESH);
@@ -181,16 +217,31 @@ async fn run_session(
                         continue;
                     }
                     Resumed::Expired => {
-                        let _ = tx.send(Event::Lost);
+                        let _ = tx.send(Event::Lost {
+                            why: "lost the ZooKeeper session",
+                        });
                         return Err("the ZooKeeper session expired".into());
                     }
                     Resumed::Shutdown => return Ok(()),
                 },
             }
         };
-        let _ = tx.send(Event::Members(
-            members_of(&client, &config.root, children).await,
-        ));
+        let members = members_of(&client, &config.root, &children).await;
+        if let Some(why) = own_znode_lost(&children, &members, &config.node_id, incarnation) {
+            // Peers dropped this node and its users when the znode went:
+            // stop serving as they would after an expiry, and join again
+            // as a new incarnation (a re-created znode has a new zxid).
+            tracing::error!(
+                znode = %own,
+                incarnation,
+                "this node's membership znode {why} (not by this node); it stops serving and joins again"
+            );
+            let _ = tx.send(Event::Lost {
+                why: "lost its membership znode",
+            });
+            return Err(format!("{own} {why}"));
+        }
+        let _ = tx.send(Event::Members(members));
         let changed = watcher.changed();
         tokio::pin!(changed);
         loop {
@@ -205,7 +256,9 @@ async fn run_session(
                                 break;
                             }
                             Resumed::Expired => {
-                                let _ = tx.send(Event::Lost);
+                                let _ = tx.send(Event::Lost {
+                            why: "lost the ZooKeeper session",
+                        });
                                 return Err(format!("the ZooKeeper session ended ({s:?})"));
                             }
                             Resumed::Shutdown => return Ok(()),
@@ -228,6 +281,25 @@ async fn run_session(
                 _ = shutdown.cancelled() => return leave(&client, &own).await,
             }
         }
+    }
+}
+
+/// Why this node's own znode is no longer the one it created, if it is not:
+/// deleted (by an operator, or anyone when the znodes are open), or
+/// replaced by another znode of the same name.
+fn own_znode_lost(
+    children: &[String],
+    members: &[Member],
+    node_id: &str,
+    incarnation: i64,
+) -> Option<&'static str> {
+    if !children.iter().any(|c| c == node_id) {
+        return Some("was deleted");
+    }
+    // A znode that could not be read this time is checked on the next round.
+    match members.iter().find(|m| m.node_id == node_id) {
+        Some(m) if m.incarnation != incarnation => Some("was replaced"),
+        _ => None,
     }
 }
 
@@ -331,11 +403,12 @@ async fn leave(client: &zk::Client, own: &str) -> Result<(), String> {
 async fn create_own_znode(
     client: &zk::Client,
     config: &MembershipConfig,
+    acls: zk::Acls<'static>,
     own: &str,
     data: &NodeData,
 ) -> Result<i64, String> {
     let bytes = serde_json::to_vec(data).map_err(|e| e.to_string())?;
-    let options = zk::CreateMode::Ephemeral.with_acls(acls(config));
+    let options = zk::CreateMode::Ephemeral.with_acls(acls);
     let deadline = tokio::time::Instant::now() + config.session_timeout;
     loop {
         match client.create(own, &bytes, &options).await {

@@ -10,4 +10,5 @@ pub mod node;
 pub mod protocol;
 pub mod status;
 pub mod tls;
+pub mod zk_acl;
 pub mod zk_managed;

@@ -44,6 +44,9 @@ impl ClusterNode {
 
 pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<ClusterNode> {
     let c = &config.cluster;
+    for w in config.cluster_warnings() {
+        tracing::warn!("{w}");
+    }
     let secret = config.cluster_secret()?;
     let listen = c.listen.context("[cluster] listen")?;
     let token = CancellationToken::new();
@@ -61,7 +64,7 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
         connect,
         root: config.zookeeper.root.clone(),
         session_timeout: Duration::from_millis(config.zookeeper.session_timeout_ms),
-        digest: config.zookeeper.digest.clone(),
+        digest: Some(super::zk_acl::digest(config)?),
         node_id: c.node_id.clone(),
         data: NodeData {
             bus: c.advertise.unwrap_or(listen),
@@ -83,7 +86,9 @@ pub async fn start(server: Arc<Server>, config: &Config) -> anyhow::Result<Clust
         max_queue: c.max_peer_queue,
         max_queue_bytes: c.max_peer_queue_bytes,
         max_frame: MAX_FRAME,
-        handshake_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+        max_pending_handshakes: c.max_pending_handshakes,
+        max_handshakes_per_address: c.max_handshakes_per_address,
     };
     let task = tokio::spawn(follow(server, bus_config, events, token.clone()));
     Ok(ClusterNode {
@@ -164,12 +169,10 @@ async fn follow(
                     *r = others.first().cloned();
                 }
             }
-            Event::Lost => {
+            Event::Lost { why } => {
                 // No longer a member: stop serving before joining again as a
                 // new incarnation (DESIGN.md cluster point 2).
-                tracing::warn!(
-                    "lost the ZooKeeper session: this node stops serving until it rejoins"
-                );
+                tracing::warn!("{why}: this node stops serving until it rejoins");
                 server.serving.store(false, Ordering::SeqCst);
                 link.set_bus(None);
                 if let Some((_, t)) = bus.take() {

@@ -19,7 +19,9 @@ pub async fn print(config: &Config) -> anyhow::Result<()> {
         connect: connect.clone(),
         root: config.zookeeper.root.clone(),
         session_timeout: Duration::from_millis(config.zookeeper.session_timeout_ms),
-        digest: config.zookeeper.digest.clone(),
+        // The nodes' credentials; without the secret, none (reading
+        // then works only on a cluster without ACLs).
+        digest: super::zk_acl::digest(config).ok(),
         node_id: String::new(),
         data: NodeData {
             bus: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

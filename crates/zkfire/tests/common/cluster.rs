@@ -82,6 +82,13 @@ impl TestCluster {
     }
 
     fn start_node_extra(&self, i: usize, secret: &str, extra: &[(&str, &str)]) -> TestServer {
+        let server = self.spawn_node(i, secret, extra);
+        server.wait_log("serving as a cluster member", Duration::from_secs(30));
+        server
+    }
+
+    /// Starts node `i` without waiting for it to join.
+    pub fn spawn_node(&self, i: usize, secret: &str, extra: &[(&str, &str)]) -> TestServer {
         let listen = format!("listen = \"127.0.0.1:{}\"", free_port());
         let node_id = format!("node_id = \"n{}\"", i + 1);
         let secret = format!("secret = \"{secret}\"");
@@ -102,9 +109,7 @@ impl TestCluster {
             ("zookeeper", timeout.as_str()),
         ];
         lines.extend_from_slice(extra);
-        let server = TestServer::with_config(&lines);
-        server.wait_log("serving as a cluster member", Duration::from_secs(30));
-        server
+        TestServer::with_config(&lines)
     }
 
     pub fn node(&self, i: usize) -> &TestServer {
@@ -167,6 +172,17 @@ impl TestCluster {
             cluster.nodes.push(Some(node));
         }
         cluster
+    }
+
+    /// Where node `i`'s cluster bus listens, from its log.
+    pub fn bus_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.node(i)
+            .log()
+            .lines()
+            .rev()
+            .filter(|l| l.contains("bus: listening"))
+            .find_map(|l| field(l, "addr")?.parse().ok())
+            .expect("the node's bus is listening")
     }
 
     /// The incarnation node `i` last joined with, from its log.

@@ -1,23 +1,24 @@
-//! The bus port: accepts connections, bounds the handshakes in progress,
-//! admits only members of the current membership in their current
-//! incarnation, and hands admitted links to their peer.
+//! The bus port: accepts connections, bounds the handshakes in progress
+//! (`pending.rs`), admits only members of the current membership in their
+//! current incarnation, and hands admitted links to their peer.
 
 use super::handshake::{Identity, Refusal};
 use super::link::{self, LinkParams};
 use super::peer::PeerSlot;
+use super::pending::{HandshakeSlot, Refused};
 use super::Shared;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Handshakes in progress at once; more connections are dropped at once, so
-/// a flood of idle sockets costs at most this many times the timeout.
-const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Connections closed past a bound are logged once per this interval, with
+/// a count, so a flood does not flood the log too.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let drops = DropLog::default();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -32,20 +33,40 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "bus: too many handshakes in progress; connection dropped");
-            continue;
-        };
-        tokio::spawn(serve_inbound(shared.clone(), tcp, addr, permit));
+        match shared.pending.admit(addr.ip()) {
+            Ok(held) => {
+                tokio::spawn(serve_inbound(shared.clone(), tcp, addr, held));
+            }
+            Err(why) => drops.note(addr, why),
+        }
     }
 }
 
-async fn serve_inbound(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) {
+/// Counts connections closed before their handshake and logs them sparingly.
+#[derive(Default)]
+struct DropLog {
+    last: Mutex<Option<Instant>>,
+    unlogged: AtomicU64,
+}
+
+impl DropLog {
+    fn note(&self, addr: SocketAddr, why: Refused) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < DROP_LOG_INTERVAL) {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let earlier = self.unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            %addr,
+            dropped_since_last_report = earlier,
+            "bus: {why}; connection closed"
+        );
+    }
+}
+
+async fn serve_inbound(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr, held: HandshakeSlot) {
     let params = LinkParams {
         local: &shared.local,
         secret: &shared.secret,
@@ -57,7 +78,7 @@ async fn serve_inbound(
         r = link::accept(&params, tcp, &mut claimed, |who| admit(&shared, who)) => r,
         _ = shared.stop.cancelled() => return,
     };
-    drop(permit);
+    drop(held);
     match result {
         Ok((io, _who, (slot, attempt))) => {
             slot.run(&shared, attempt, io).await;

@@ -7,7 +7,8 @@
 //!   nonces, ids, incarnations and a role, see `handshake.rs`) before
 //!   anything else is sent; inside TLS when configured, bound to the TLS
 //!   session. Only members of the current membership, in their current
-//!   incarnation, are admitted.
+//!   incarnation, are admitted. Handshakes in progress are bounded in time
+//!   and in number, members' addresses apart from strangers' (`pending.rs`).
 //! - Frames are length-prefixed with a size limit; heartbeats find silent
 //!   peers; peers this node dials are redialed with capped backoff.
 //! - `send` never blocks and never drops silently: it queues the frame or
@@ -20,9 +21,11 @@ pub mod handshake;
 mod link;
 mod listener;
 mod peer;
+mod pending;
 
 use handshake::{valid_node_id, Identity};
 use peer::{NotQueued, PeerSlot, QueueLimit};
+use pending::PendingHandshakes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +54,12 @@ pub struct BusConfig {
     pub max_frame: usize,
     /// Bound on connecting, TLS and authentication together.
     pub handshake_timeout: Duration,
+    /// Handshakes in progress at once from members' addresses, and as many
+    /// again from all other addresses.
+    pub max_pending_handshakes: usize,
+    /// Handshakes in progress at once from one address that is not a
+    /// member's.
+    pub max_handshakes_per_address: usize,
 }
 
 impl std::fmt::Debug for BusConfig {
@@ -66,6 +75,11 @@ impl std::fmt::Debug for BusConfig {
             .field("max_queue_bytes", &self.max_queue_bytes)
             .field("max_frame", &self.max_frame)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field(
+                "max_handshakes_per_address",
+                &self.max_handshakes_per_address,
+            )
             .finish()
     }
 }
@@ -110,6 +124,8 @@ pub(crate) struct Shared {
     pub queue_limit: QueueLimit,
     pub max_frame: usize,
     pub handshake_timeout: Duration,
+    /// Inbound handshakes in progress, by the address they come from.
+    pub pending: Arc<PendingHandshakes>,
     pub handler: Arc<dyn BusHandler>,
     peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
     /// Stops everything: the caller's shutdown, or the Bus dropped.
@@ -152,6 +168,10 @@ impl Bus {
             "bus heartbeat must be positive"
         );
         anyhow::ensure!(
+            config.max_pending_handshakes > 0 && config.max_handshakes_per_address > 0,
+            "bus max_pending_handshakes and max_handshakes_per_address must be positive"
+        );
+        anyhow::ensure!(
             !config.handshake_timeout.is_zero(),
             "bus handshake timeout must be positive"
         );
@@ -184,6 +204,10 @@ impl Bus {
             },
             max_frame: config.max_frame,
             handshake_timeout: config.handshake_timeout,
+            pending: PendingHandshakes::new(pending::Limits {
+                pool: config.max_pending_handshakes,
+                per_address: config.max_handshakes_per_address,
+            }),
             handler,
             peers: Mutex::new(HashMap::new()),
             stop: shutdown.child_token(),
@@ -228,6 +252,9 @@ impl Bus {
             }
             wanted.insert(p.node_id.clone(), p);
         }
+        shared
+            .pending
+            .set_members(wanted.values().map(|p| p.addr.ip()));
         let mut retired = Vec::new();
         {
             let mut map = shared.peers();
