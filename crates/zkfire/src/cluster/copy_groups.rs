@@ -1,8 +1,10 @@
 //! The copies of one message that a peer sent to several sessions of this
-//! node, counted together here as the peer counts its own (router::copies):
-//! when all of them end unacknowledged, one copy is rerouted, not one each.
+//! node, counted together here (router::copies): when the last of them is
+//! done, the peer that fanned the message out is told whether a client took
+//! one, and decides (cluster::copy_origins). When it cannot be told, this
+//! node reroutes one copy itself.
 
-use crate::router::copies::Copies;
+use crate::router::copies::{Copies, Report};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
@@ -18,8 +20,9 @@ pub struct CopyGroups {
 }
 
 impl CopyGroups {
-    /// The group a copy from `node` belongs to, made on its first copy.
-    pub fn get(&mut self, node: &str, id: u64) -> Arc<Copies> {
+    /// The group a copy from `node` belongs to, made on its first copy with
+    /// `report` (which tells `node` when the group is done).
+    pub fn get(&mut self, node: &str, id: u64, report: impl FnOnce() -> Report) -> Arc<Copies> {
         let key = (node.to_string(), id);
         if let Some(live) = self.groups.get(&key).and_then(Weak::upgrade) {
             return live;
@@ -29,6 +32,7 @@ impl CopyGroups {
             self.groups.retain(|_, w| w.strong_count() > 0);
         }
         let copies = Copies::with_id(id);
+        copies.report_to(report());
         self.groups.insert(key, Arc::downgrade(&copies));
         copies
     }
@@ -41,9 +45,10 @@ mod tests {
     #[test]
     fn copies_of_one_group_share_their_count() {
         let mut groups = CopyGroups::default();
-        let a = groups.get("n1", 5).hold();
-        let b = groups.get("n1", 5).hold();
-        let other = groups.get("n2", 5).hold();
+        let unreachable = || -> Report { Box::new(|_| false) };
+        let a = groups.get("n1", 5, unreachable).hold();
+        let b = groups.get("n1", 5, unreachable).hold();
+        let other = groups.get("n2", 5, unreachable).hold();
         assert!(!a.released());
         assert!(b.released());
         assert!(other.released());

@@ -6,7 +6,7 @@ use super::copy_groups::CopyGroups;
 use super::link::{answer_within, state_of};
 use super::protocol::{BusMessage, SessionState};
 use crate::modules::{offline, presence};
-use crate::router::copies::Copies;
+use crate::router::copies::{Copies, Report};
 use crate::router::remote::RemoteSession;
 use crate::router::session_handle::{PresenceState, SessionCommand};
 use crate::server::Server;
@@ -76,21 +76,26 @@ pub async fn dispatch(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Inbou
 /// Stanzas a departed peer never acknowledged go through the router again:
 /// its sessions are gone from the directory by now, so messages reach
 /// another resource or offline storage instead of being lost with the node.
-/// Each is rerouted once, to one place, and of the copies of one message
-/// sent to several of the peer's sessions only one (a message that several
-/// resources got is not fanned out again).
+/// Each is rerouted once, to one place. A copy of a message that several
+/// resources got is left to the departure of the peer, which lets go of all
+/// its copies at once (`cluster::copy_origins`), so it is not fanned out again.
 async fn reroute_undelivered(server: &Arc<Server>, peer: &PeerInfo, payloads: Vec<Vec<u8>>) {
     let mut count = 0;
-    let mut groups = std::collections::HashSet::new();
     for bytes in payloads {
-        if let Ok(BusMessage::Stanza { xml, group, .. }) = BusMessage::decode(&bytes) {
-            if group.is_some_and(|g| !groups.insert(g)) {
-                continue;
-            }
-            if let Ok(stanza) = zkfire_xml::parse_element(&xml) {
-                count += 1;
-                crate::c2s::session::reroute(server, stanza).await;
-            }
+        let xml = match BusMessage::decode(&bytes) {
+            Ok(BusMessage::Stanza {
+                xml, group: None, ..
+            }) => xml,
+            // Copies this node reported done to the peer that fanned the
+            // message out, which left before deciding: decided here.
+            Ok(BusMessage::CopyDone {
+                taken: false, xml, ..
+            }) => xml,
+            _ => continue,
+        };
+        if let Ok(stanza) = zkfire_xml::parse_element(&xml) {
+            count += 1;
+            crate::c2s::session::reroute(server, stanza).await;
         }
     }
     if count > 0 {
@@ -191,11 +196,24 @@ async fn apply(
         }
         BusMessage::Stanza { to, xml, group } => match zkfire_xml::parse_element(&xml) {
             Ok(stanza) => {
-                let copies = group.map(|id| groups.get(&peer.node_id, id));
+                let copies = group.map(|id| {
+                    groups.get(&peer.node_id, id, || {
+                        report_to(server, &peer.node_id, id, &xml)
+                    })
+                });
                 deliver_here(server, &to, stanza, copies).await
             }
             Err(e) => tracing::warn!(peer = %peer.node_id, "unreadable stanza from peer: {e}"),
         },
+        BusMessage::CopyDone { group, taken, xml } => {
+            let reroute = server
+                .cluster
+                .as_ref()
+                .and_then(|link| link.copy_origins.done(group, &peer.node_id, taken, xml));
+            if let Some(stanza) = reroute.and_then(|x| zkfire_xml::parse_element(&x).ok()) {
+                crate::c2s::session::reroute(server, stanza).await;
+            }
+        }
         BusMessage::Close {
             full_jid,
             condition,
@@ -241,6 +259,17 @@ async fn apply(
             }
         }
     }
+}
+
+/// How this node tells `node` that its copies of message `group` are done.
+fn report_to(server: &Arc<Server>, node: &str, group: u64, xml: &str) -> Report {
+    let link = server.cluster.clone();
+    let (node, xml) = (node.to_string(), xml.to_string());
+    Box::new(move |taken| {
+        let Some(link) = &link else { return false };
+        let xml = if taken { String::new() } else { xml.clone() };
+        link.send(&node, &BusMessage::CopyDone { group, taken, xml })
+    })
 }
 
 /// A stanza another node routed to a resource of this one. When that

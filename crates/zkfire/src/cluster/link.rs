@@ -2,7 +2,9 @@
 //! nodes over the bus, and announces this node's sessions to them.
 
 use super::bus::Bus;
+use super::copy_origins::CopyOrigins;
 use super::protocol::{BusMessage, HandoverState, SessionState};
+use crate::router::copies::Copies;
 use crate::router::remote::RemoteLink;
 use crate::router::session_handle::LocalSession;
 use std::sync::{Arc, RwLock};
@@ -18,6 +20,8 @@ pub struct ClusterLink {
     /// Session handovers asked of peers and not yet answered.
     handovers: dashmap::DashMap<u64, tokio::sync::oneshot::Sender<Option<Box<HandoverState>>>>,
     next_handover: std::sync::atomic::AtomicU64,
+    /// Messages fanned out to sessions here and on other nodes.
+    pub copy_origins: CopyOrigins,
 }
 
 impl ClusterLink {
@@ -130,16 +134,21 @@ impl RemoteLink for ClusterLink {
         node_id: &str,
         full_jid: &str,
         stanza: Element,
-        group: Option<u64>,
+        group: Option<&Arc<Copies>>,
     ) -> Result<(), Element> {
+        let xml = stanza.to_xml();
+        let counted = group.is_some_and(|c| self.copy_origins.sending(c, node_id, &xml));
         let message = BusMessage::Stanza {
             to: full_jid.to_string(),
-            xml: stanza.to_xml(),
-            group,
+            xml,
+            group: group.map(|c| c.id),
         };
         if self.send(node_id, &message) {
             Ok(())
         } else {
+            if let (Some(c), true) = (group, counted) {
+                self.copy_origins.not_sent(c.id, node_id);
+            }
             Err(stanza)
         }
     }

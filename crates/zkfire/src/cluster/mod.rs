@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod copy_groups;
+pub mod copy_origins;
 pub mod inbound;
 pub mod link;
 pub mod membership;

@@ -199,6 +199,14 @@ async fn follow(
 async fn node_left(server: &Arc<Server>, node_id: &str) {
     let gone = server.directory.drop_node(node_id);
     tracing::info!(node = node_id, sessions = gone.len(), "cluster node left");
+    // Copies of messages fanned out from here that died with its sessions.
+    if let Some(link) = &server.cluster {
+        for xml in link.copy_origins.node_left(node_id) {
+            if let Ok(stanza) = zkfire_xml::parse_element(&xml) {
+                crate::c2s::session::reroute(server, stanza).await;
+            }
+        }
+    }
     for s in gone {
         if s.presence().available {
             presence::resource_vanished(server, &s).await;

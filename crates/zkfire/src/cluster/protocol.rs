@@ -70,6 +70,14 @@ pub enum BusMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<u64>,
     },
+    /// The sender's copies of a message the receiver fanned out (`group` of
+    /// `Stanza`) are all done: a client took one, or none did and the
+    /// receiver decides whether to reroute `xml` (empty when taken).
+    CopyDone {
+        group: u64,
+        taken: bool,
+        xml: String,
+    },
     /// End this session of the receiver with a stream error.
     Close { full_jid: String, condition: String },
     /// A message was stored offline for this account: a session of it that

@@ -64,7 +64,7 @@ impl Resource {
     ) -> Result<(), Element> {
         match self {
             Resource::Local(s) => s.deliver_held(stanza, Some(copies.hold())),
-            Resource::Remote(s) => s.deliver(stanza, Some(copies.id)),
+            Resource::Remote(s) => s.deliver(stanza, Some(copies)),
         }
     }
 

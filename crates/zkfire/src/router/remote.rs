@@ -1,6 +1,7 @@
 //! Resources bound on other nodes of the cluster, as the directory holds
 //! them, and the link that reaches those nodes.
 
+use super::copies::Copies;
 use super::session_handle::PresenceState;
 use std::sync::{Arc, Mutex};
 use zkfire_xml::Element;
@@ -17,7 +18,7 @@ pub trait RemoteLink: Send + Sync {
         node_id: &str,
         full_jid: &str,
         stanza: Element,
-        group: Option<u64>,
+        group: Option<&Arc<Copies>>,
     ) -> Result<(), Element>;
     /// Asks the node to end a session with a stream error.
     fn close(&self, node_id: &str, full_jid: &str, condition: &'static str);
@@ -74,7 +75,7 @@ impl RemoteSession {
         self.presence.lock().ok()?.priority_if_available()
     }
 
-    pub fn deliver(&self, stanza: Element, group: Option<u64>) -> Result<(), Element> {
+    pub fn deliver(&self, stanza: Element, group: Option<&Arc<Copies>>) -> Result<(), Element> {
         self.link
             .deliver(&self.node_id, &self.full_jid, stanza, group)
     }
