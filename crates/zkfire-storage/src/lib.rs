@@ -18,6 +18,36 @@ pub enum StorageError {
     BadUrl(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The write would take the account past one of its bounds; nothing
+    /// of it was written.
+    #[error("limit reached: {0}")]
+    LimitReached(Limit),
+}
+
+/// The per-account bounds the storage enforces itself, atomically with the
+/// write they bound (a check before the write could be raced past).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    PrivateXmlItems,
+    PrivateXmlBytes,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::PrivateXmlItems => "private XML namespaces",
+            Limit::PrivateXmlBytes => "private XML bytes",
+        })
+    }
+}
+
+/// Bounds on one account's private XML storage (XEP-0049).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivateXmlLimits {
+    /// Namespaces stored.
+    pub max_items: usize,
+    /// Sum of the stored elements' sizes, in bytes of serialized XML.
+    pub max_bytes: usize,
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -139,7 +169,15 @@ pub trait Storage: Send + Sync + 'static {
 
     // Private XML storage (XEP-0049), one element per namespace.
     async fn private_xml(&self, username: &str, namespace: &str) -> Result<Option<String>>;
-    async fn set_private_xml(&self, username: &str, namespace: &str, xml: &str) -> Result<()>;
+    /// Stores each `(namespace, xml)`, replacing what the namespace held, all
+    /// or nothing: when the account would end up past `limits` nothing is
+    /// written and it fails with `LimitReached`.
+    async fn set_private_xml(
+        &self,
+        username: &str,
+        elements: &[(&str, &str)],
+        limits: PrivateXmlLimits,
+    ) -> Result<()>;
 
     // Blocking command (XEP-0191): blocked JIDs as given (bare, full or domain).
     async fn blocklist(&self, username: &str) -> Result<Vec<String>>;

@@ -14,7 +14,10 @@
 
 use crate::error::{corrupt, db};
 use crate::pool::Pools;
-use crate::{OfflineMessage, Result, RosterItem, Storage, StorageError, Subscription};
+use crate::{
+    Limit, OfflineMessage, PrivateXmlLimits, Result, RosterItem, Storage, StorageError,
+    Subscription,
+};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
@@ -148,6 +151,12 @@ async fn roster_version_on(conn: &mut AnyConnection, username: &str) -> Result<i
             .await
             .map_err(db)?;
     Ok(v.unwrap_or(0))
+}
+
+/// Ends a transaction that would pass `limit`: nothing of it is kept.
+async fn refuse<T>(tx: Tx, limit: Limit) -> Result<T> {
+    tx.rollback().await.map_err(db)?;
+    Err(StorageError::LimitReached(limit))
 }
 
 fn flag(b: bool) -> i32 {
@@ -580,18 +589,47 @@ impl Storage for SqlStorage {
             .map_err(db)
     }
 
-    async fn set_private_xml(&self, username: &str, namespace: &str, xml: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO private_xml (username, namespace, xml) VALUES ($1, $2, $3) \
-             ON CONFLICT (username, namespace) DO UPDATE SET xml = excluded.xml",
+    async fn set_private_xml(
+        &self,
+        username: &str,
+        elements: &[(&str, &str)],
+        limits: PrivateXmlLimits,
+    ) -> Result<()> {
+        let mut tx = self.pools.begin_write().await?;
+        // Write, then measure the result, under the account lock: a
+        // replacement is judged by what the account holds after it, and
+        // concurrent writes cannot both fit in the room left for one.
+        lock_account(&mut tx, username).await?;
+        for (namespace, xml) in elements {
+            sqlx::query(
+                "INSERT INTO private_xml (username, namespace, xml) VALUES ($1, $2, $3) \
+                 ON CONFLICT (username, namespace) DO UPDATE SET xml = excluded.xml",
+            )
+            .bind(username)
+            .bind(namespace)
+            .bind(xml)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(octet_length(xml)), 0) FROM private_xml \
+             WHERE username = $1",
         )
         .bind(username)
-        .bind(namespace)
-        .bind(xml)
-        .execute(&self.pools.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        Ok(())
+        let items: i64 = row.try_get(0).map_err(db)?;
+        let bytes: i64 = row.try_get(1).map_err(db)?;
+        let over = |n: i64, max: usize| usize::try_from(n).map_or(true, |n| n > max);
+        if over(items, limits.max_items) {
+            return refuse(tx, Limit::PrivateXmlItems).await;
+        }
+        if over(bytes, limits.max_bytes) {
+            return refuse(tx, Limit::PrivateXmlBytes).await;
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn blocklist(&self, username: &str) -> Result<Vec<String>> {

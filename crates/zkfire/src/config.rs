@@ -135,6 +135,10 @@ pub struct LimitsConfig {
     pub max_offline_messages: usize,
     /// Roster items per account.
     pub max_roster_items: usize,
+    /// Namespaces in one account's private XML storage (XEP-0049).
+    pub max_private_items: usize,
+    /// Bytes of XML in one account's private XML storage.
+    pub max_private_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -153,6 +157,8 @@ impl Default for LimitsConfig {
             max_session_queue: 10_000,
             max_offline_messages: 1000,
             max_roster_items: 2000,
+            max_private_items: 100,
+            max_private_bytes: 1024 * 1024,
         }
     }
 }
@@ -366,12 +372,25 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.validate_account_limits()?;
         for admin in &self.server.admins {
             if jid::BareJid::new(admin).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "[server] admins: '{admin}' is not a valid JID"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Bounds on what an account keeps that would make a feature unusable
+    /// rather than bounded.
+    fn validate_account_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_private_items > 0 && l.max_private_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] max_private_bytes must be at least 1 when max_private_items > 0".into(),
+            ));
         }
         Ok(())
     }
@@ -514,6 +533,8 @@ mod tests {
         let c = Config::parse("[server]\ndomain = 'a@b'\n").unwrap();
         assert!(c.validate().is_err());
         let c = Config::parse("[tls]\ncert = 'x.pem'\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[limits]\nmax_private_bytes = 0\n").unwrap();
         assert!(c.validate().is_err());
     }
 }

@@ -1,11 +1,124 @@
-//! What an account may keep on the server is bounded, and offline messages
-//! carry the server's own delay stamp, whatever the sender put in them.
+//! What an account may keep on the server is bounded: private XML storage;
+//! and offline messages carry the server's own delay stamp, whatever the
+//! sender put in them.
 
 mod common;
-use common::steps::is_result;
+use common::steps::{error_condition, is_result};
 use common::{Client, TestServer};
 use std::time::{Duration, SystemTime};
 use zkfire_xml::{ns, Element};
+
+/// The `<text/>` of a stanza error.
+fn error_text(e: &Element) -> String {
+    e.child("error", ns::CLIENT)
+        .and_then(|err| err.child_text("text", ns::STANZA_ERRORS))
+        .unwrap_or_default()
+}
+
+fn private_set(id: &str, elements: &str) -> String {
+    format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:private'>{elements}</query></iq>")
+}
+
+/// The text stored under `namespace`, or None when nothing is stored there.
+async fn private_get(c: &mut Client, namespace: &str) -> Option<String> {
+    let r = c
+        .iq(
+            &format!("<iq type='get' id='g'><query xmlns='jabber:iq:private'><x xmlns='{namespace}'/></query></iq>"),
+            "g",
+        )
+        .await;
+    assert!(is_result(&r), "{r:?}");
+    let stored = r.child("query", ns::PRIVATE)?.children().next()?.text();
+    (!stored.is_empty()).then_some(stored)
+}
+
+/// Defaults: 100 namespaces and 1 MiB per account.
+#[tokio::test]
+async fn private_storage_is_bounded_in_namespaces_and_bytes() {
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+
+    let hundred: String = (0..100)
+        .map(|i| format!("<x xmlns='urn:example:n{i}'>v{i}</x>"))
+        .collect();
+    let r = a.iq(&private_set("s1", &hundred), "s1").await;
+    assert!(is_result(&r), "{r:?}");
+    let r = a
+        .iq(
+            &private_set("s2", "<x xmlns='urn:example:one-more'>v</x>"),
+            "s2",
+        )
+        .await;
+    assert_eq!(error_condition(&r).as_deref(), Some("resource-constraint"));
+    assert!(error_text(&r).contains("namespaces"), "{r:?}");
+    assert_eq!(private_get(&mut a, "urn:example:one-more").await, None);
+    // Replacing an existing namespace is still fine when full.
+    let r = a
+        .iq(
+            &private_set("s3", "<x xmlns='urn:example:n7'>new</x>"),
+            "s3",
+        )
+        .await;
+    assert!(is_result(&r), "{r:?}");
+    assert_eq!(
+        private_get(&mut a, "urn:example:n7").await.as_deref(),
+        Some("new")
+    );
+
+    // Bytes: five of the hundred replaced by 200 KiB each come near 1 MiB.
+    let big = |i: usize, c: char| {
+        format!(
+            "<x xmlns='urn:example:n{i}'>{}</x>",
+            c.to_string().repeat(200 * 1024)
+        )
+    };
+    for i in 0..5 {
+        let id = format!("b{i}");
+        let r = a.iq(&private_set(&id, &big(i, 'a')), &id).await;
+        assert!(is_result(&r), "{i}: {r:?}");
+    }
+    // A sixth is past 1 MiB, and the old content stays.
+    let r = a.iq(&private_set("b5", &big(5, 'a')), "b5").await;
+    assert_eq!(error_condition(&r).as_deref(), Some("resource-constraint"));
+    assert!(error_text(&r).contains("bytes"), "{r:?}");
+    assert_eq!(
+        private_get(&mut a, "urn:example:n5").await.as_deref(),
+        Some("v5")
+    );
+    // Replacing a big one by another as big stays within the bound.
+    let r = a.iq(&private_set("b6", &big(0, 'b')), "b6").await;
+    assert!(is_result(&r), "{r:?}");
+    let stored = private_get(&mut a, "urn:example:n0").await.unwrap();
+    assert!(stored.starts_with('b') && stored.len() == 200 * 1024);
+}
+
+/// A set with several elements is stored whole or not at all.
+#[tokio::test]
+async fn private_storage_set_past_the_bound_stores_nothing() {
+    let server = TestServer::with_config(&[("limits", "max_private_items = 2")]);
+    server.add_user("alice", "pw");
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+    let r = a
+        .iq(&private_set("s1", "<x xmlns='urn:example:a'>a</x>"), "s1")
+        .await;
+    assert!(is_result(&r), "{r:?}");
+    let r = a
+        .iq(
+            &private_set(
+                "s2",
+                "<x xmlns='urn:example:a'>a2</x><x xmlns='urn:example:b'>b</x><x xmlns='urn:example:c'>c</x>",
+            ),
+            "s2",
+        )
+        .await;
+    assert_eq!(error_condition(&r).as_deref(), Some("resource-constraint"));
+    assert_eq!(
+        private_get(&mut a, "urn:example:a").await.as_deref(),
+        Some("a")
+    );
+    assert_eq!(private_get(&mut a, "urn:example:b").await, None);
+}
 
 /// XEP-0203: the delay the recipient sees from the server's domain is the
 /// server's, stamped when the message was stored, never the sender's.

@@ -5,7 +5,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use zkfire_sasl::{ScramCredentials, ScramHash, UserCredentials};
-use zkfire_storage::{RosterItem, Storage, StorageError, Subscription};
+use zkfire_storage::{Limit, PrivateXmlLimits, RosterItem, Storage, StorageError, Subscription};
+
+/// Private XML bounds no case here comes near.
+const ROOMY: PrivateXmlLimits = PrivateXmlLimits {
+    max_items: 1000,
+    max_bytes: 1 << 20,
+};
 
 /// A storage opened on a fresh, empty database, and whatever keeps that
 /// database alive (temporary folder, PostgreSQL instance).
@@ -38,6 +44,8 @@ macro_rules! storage_suite {
             offline_delete_many_ids,
             vcard_set_and_overwrite,
             private_xml_set_and_overwrite,
+            private_xml_limits,
+            private_xml_concurrent_limit,
             blocklist,
             last_activity,
             text_round_trip,
@@ -138,7 +146,9 @@ async fn fill_account(s: &dyn Storage, user: &str) {
         .unwrap();
     assert!(s.store_offline(user, "<message/>", 10).await.unwrap());
     s.set_vcard(user, "<vCard/>").await.unwrap();
-    s.set_private_xml(user, "ns", "<x/>").await.unwrap();
+    s.set_private_xml(user, &[("ns", "<x/>")], ROOMY)
+        .await
+        .unwrap();
     s.block(user, &strings(&["b@x"])).await.unwrap();
     s.set_last_activity(user, 5, "gone").await.unwrap();
 }
@@ -462,6 +472,10 @@ pub async fn pending_subscriptions(s: Arc<dyn Storage>) {
     assert_eq!(s.pending_subscriptions("carol").await.unwrap().len(), 1);
 }
 
+fn is_limit(r: zkfire_storage::Result<()>, limit: Limit) -> bool {
+    matches!(r, Err(StorageError::LimitReached(l)) if l == limit)
+}
+
 pub async fn offline_respects_max(s: Arc<dyn Storage>) {
     assert!(!s.store_offline("alice", "<m0/>", 0).await.unwrap());
     for i in 0..3 {
@@ -627,20 +641,17 @@ pub async fn private_xml_set_and_overwrite(s: Arc<dyn Storage>) {
         s.private_xml("alice", "storage:bookmarks").await.unwrap(),
         None
     );
-    s.set_private_xml(
-        "alice",
-        "storage:bookmarks",
-        "<storage xmlns='storage:bookmarks'/>",
-    )
-    .await
-    .unwrap();
-    s.set_private_xml("alice", "exodus:prefs", "<prefs/>")
+    let bookmarks = "<storage xmlns='storage:bookmarks'/>";
+    s.set_private_xml("alice", &[("storage:bookmarks", bookmarks)], ROOMY)
         .await
         .unwrap();
-    s.set_private_xml("bob", "storage:bookmarks", "<bob/>")
+    s.set_private_xml("alice", &[("exodus:prefs", "<prefs/>")], ROOMY)
         .await
         .unwrap();
-    s.set_private_xml("alice", "storage:bookmarks", "<v2/>")
+    s.set_private_xml("bob", &[("storage:bookmarks", "<bob/>")], ROOMY)
+        .await
+        .unwrap();
+    s.set_private_xml("alice", &[("storage:bookmarks", "<v2/>")], ROOMY)
         .await
         .unwrap();
     assert_eq!(
@@ -665,6 +676,85 @@ pub async fn private_xml_set_and_overwrite(s: Arc<dyn Storage>) {
         Some("<bob/>")
     );
     assert_eq!(s.private_xml("bob", "exodus:prefs").await.unwrap(), None);
+}
+
+/// Bounds on namespaces and bytes hold after the write, all or nothing:
+/// replacing within them works, passing them writes nothing.
+pub async fn private_xml_limits(s: Arc<dyn Storage>) {
+    let limits = PrivateXmlLimits {
+        max_items: 2,
+        max_bytes: 20,
+    };
+    // "<a>é</a>" is 9 bytes (é is two).
+    s.set_private_xml("alice", &[("a", "<a>é</a>"), ("b", "<b/>")], limits)
+        .await
+        .unwrap();
+    let r = s.set_private_xml("alice", &[("c", "<c/>")], limits).await;
+    assert!(is_limit(r, Limit::PrivateXmlItems));
+    assert_eq!(s.private_xml("alice", "c").await.unwrap(), None);
+    // 9 + 11 = 20: fits exactly.
+    s.set_private_xml("alice", &[("b", "<b>xxxx</b>")], limits)
+        .await
+        .unwrap();
+    let r = s
+        .set_private_xml("alice", &[("a", "<a>éé</a>")], limits)
+        .await;
+    assert!(is_limit(r, Limit::PrivateXmlBytes));
+    // Several at once: none kept when the whole is too much.
+    let r = s
+        .set_private_xml("alice", &[("a", "<a/>"), ("b", &"x".repeat(30))], limits)
+        .await;
+    assert!(is_limit(r, Limit::PrivateXmlBytes));
+    assert_eq!(
+        s.private_xml("alice", "a").await.unwrap().as_deref(),
+        Some("<a>é</a>")
+    );
+    assert_eq!(
+        s.private_xml("alice", "b").await.unwrap().as_deref(),
+        Some("<b>xxxx</b>")
+    );
+    // Another account has its own room.
+    s.set_private_xml("bob", &[("c", "<c/>")], limits)
+        .await
+        .unwrap();
+}
+
+/// Writers racing for the last room cannot pass the bound between them.
+pub async fn private_xml_concurrent_limit(s: Arc<dyn Storage>) {
+    let limits = PrivateXmlLimits {
+        max_items: 5,
+        max_bytes: 1 << 20,
+    };
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let ns = format!("urn:n{i}");
+                s.set_private_xml("alice", &[(ns.as_str(), "<x/>")], limits)
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StorageError::LimitReached(Limit::PrivateXmlItems)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    let mut found = 0;
+    for i in 0..20 {
+        if s.private_xml("alice", &format!("urn:n{i}"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            found += 1;
+        }
+    }
+    assert_eq!(found, 5);
 }
 
 pub async fn blocklist(s: Arc<dyn Storage>) {
