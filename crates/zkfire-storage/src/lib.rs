@@ -30,6 +30,7 @@ pub enum StorageError {
 pub enum Limit {
     PrivateXmlItems,
     PrivateXmlBytes,
+    PendingSubscriptions,
 }
 
 impl std::fmt::Display for Limit {
@@ -37,6 +38,7 @@ impl std::fmt::Display for Limit {
         f.write_str(match self {
             Limit::PrivateXmlItems => "private XML namespaces",
             Limit::PrivateXmlBytes => "private XML bytes",
+            Limit::PendingSubscriptions => "pending subscription requests",
         })
     }
 }
@@ -143,16 +145,15 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes the item; returns the new version, or None when there was no item.
     async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>>;
 
-    // Inbound subscription requests not yet answered, with the request stanza,
-    // delivered again at each login until answered.
-    async fn add_pending_subscription(
-        &self,
-        username: &str,
-        from: &str,
-        stanza: &str,
-    ) -> Result<()>;
+    // Inbound subscription requests not yet answered: who asked (a request
+    // is delivered again at each login as a plain subscribe from them).
+    /// Records a request from `from`; one already recorded is no new one.
+    /// A new one when `max` or more are waiting fails with
+    /// `LimitReached(PendingSubscriptions)`.
+    async fn add_pending_subscription(&self, username: &str, from: &str, max: usize) -> Result<()>;
     async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool>;
-    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>>;
+    /// The requesters, sorted.
+    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<String>>;
 
     // Offline messages (XEP-0160).
     /// Stores the message unless the account already has `max` or more;

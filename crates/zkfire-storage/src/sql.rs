@@ -153,6 +153,16 @@ async fn roster_version_on(conn: &mut AnyConnection, username: &str) -> Result<i
     Ok(v.unwrap_or(0))
 }
 
+/// Runs a `SELECT COUNT(*) ... WHERE username = $1` inside a transaction.
+async fn count(tx: &mut Tx, sql: &str, username: &str) -> Result<usize> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(username)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+    usize::try_from(n).map_err(|_| corrupt(format!("count {n}")))
+}
+
 /// Ends a transaction that would pass `limit`: nothing of it is kept.
 async fn refuse<T>(tx: Tx, limit: Limit) -> Result<T> {
     tx.rollback().await.map_err(db)?;
@@ -433,23 +443,38 @@ impl Storage for SqlStorage {
         Ok(Some(version))
     }
 
-    async fn add_pending_subscription(
-        &self,
-        username: &str,
-        from: &str,
-        stanza: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO pending_subscriptions (username, contact, stanza) VALUES ($1, $2, $3) \
-             ON CONFLICT (username, contact) DO UPDATE SET stanza = excluded.stanza",
+    async fn add_pending_subscription(&self, username: &str, from: &str, max: usize) -> Result<()> {
+        let mut tx = self.pools.begin_write().await?;
+        // Count and insert under the account lock, so concurrent requests
+        // cannot both see room for one more.
+        lock_account(&mut tx, username).await?;
+        let known =
+            sqlx::query("SELECT 1 FROM pending_subscriptions WHERE username = $1 AND contact = $2")
+                .bind(username)
+                .bind(from)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .is_some();
+        if known {
+            return tx.commit().await.map_err(db);
+        }
+        let waiting = count(
+            &mut tx,
+            "SELECT COUNT(*) FROM pending_subscriptions WHERE username = $1",
+            username,
         )
-        .bind(username)
-        .bind(from)
-        .bind(stanza)
-        .execute(&self.pools.write)
-        .await
-        .map_err(db)?;
-        Ok(())
+        .await?;
+        if waiting >= max {
+            return refuse(tx, Limit::PendingSubscriptions).await;
+        }
+        sqlx::query("INSERT INTO pending_subscriptions (username, contact) VALUES ($1, $2)")
+            .bind(username)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool> {
@@ -464,18 +489,14 @@ impl Storage for SqlStorage {
         Ok(removed > 0)
     }
 
-    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT contact, stanza FROM pending_subscriptions WHERE username = $1 \
-             ORDER BY contact",
+    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT contact FROM pending_subscriptions WHERE username = $1 ORDER BY contact",
         )
         .bind(username)
         .fetch_all(&self.pools.read)
         .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?)))
-            .collect()
+        .map_err(db)
     }
 
     async fn store_offline(&self, username: &str, stanza: &str, max: usize) -> Result<bool> {

@@ -135,6 +135,8 @@ pub struct LimitsConfig {
     pub max_offline_messages: usize,
     /// Roster items per account.
     pub max_roster_items: usize,
+    /// Unanswered subscription requests kept per account (RFC 6121 3.1.3).
+    pub max_pending_subscriptions: usize,
     /// Namespaces in one account's private XML storage (XEP-0049).
     pub max_private_items: usize,
     /// Bytes of XML in one account's private XML storage.
@@ -157,6 +159,7 @@ impl Default for LimitsConfig {
             max_session_queue: 10_000,
             max_offline_messages: 1000,
             max_roster_items: 2000,
+            max_pending_subscriptions: 1000,
             max_private_items: 100,
             max_private_bytes: 1024 * 1024,
         }

@@ -1,9 +1,9 @@
-//! What an account may keep on the server is bounded: private XML storage;
-//! and offline messages carry the server's own delay stamp, whatever the
-//! sender put in them.
+//! What an account may keep on the server is bounded: private XML storage,
+//! pending subscription requests; and offline messages carry the server's
+//! own delay stamp, whatever the sender put in them.
 
 mod common;
-use common::steps::{error_condition, is_result};
+use common::steps::{error_condition, is_result, presence_from};
 use common::{Client, TestServer};
 use std::time::{Duration, SystemTime};
 use zkfire_xml::{ns, Element};
@@ -118,6 +118,115 @@ async fn private_storage_set_past_the_bound_stores_nothing() {
         Some("a")
     );
     assert_eq!(private_get(&mut a, "urn:example:b").await, None);
+}
+
+/// Size of the SQLite database with its write-ahead log.
+fn database_bytes(server: &TestServer) -> u64 {
+    let data = server.dir.path().join("data");
+    ["zkfire.db", "zkfire.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A pending request keeps who asked, not the stanza it came in: 240 KiB of
+/// status and payload do not reach the disk, nor the request delivered
+/// again at login.
+#[tokio::test]
+async fn pending_subscription_keeps_only_the_requester() {
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let mut b = Client::login(&server, "bob", "pw", "b").await;
+    b.available().await;
+    let before = database_bytes(&server);
+    let status = "s".repeat(120 * 1024);
+    b.send(&format!(
+        "<presence to='alice@localhost' type='subscribe'><status>{status}</status><x xmlns='urn:example:junk'>{status}</x></presence>"
+    ))
+    .await;
+    // Stored by the time alice logs in (bob's stanzas are handled in order).
+    let r = b
+        .iq(
+            "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "p",
+        )
+        .await;
+    assert!(is_result(&r));
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+    a.send("<presence/>").await;
+    let req = a
+        .next_matching(presence_from("bob@localhost", Some("subscribe")))
+        .await;
+    assert_eq!(req.children().count(), 0, "{req:?}");
+    let grown = database_bytes(&server).saturating_sub(before);
+    assert!(grown < 100 * 1024, "the database grew by {grown} bytes");
+}
+
+/// `max_pending_subscriptions` per recipient: past it the request is
+/// refused with an error to its sender, and not delivered.
+#[tokio::test]
+async fn pending_subscriptions_are_capped_per_recipient() {
+    let server = TestServer::with_config(&[("limits", "max_pending_subscriptions = 2")]);
+    for u in ["alice", "s1", "s2", "s3"] {
+        server.add_user(u, "pw");
+    }
+    for u in ["s1", "s2"] {
+        let mut s = Client::login(&server, u, "pw", "r").await;
+        s.send("<presence to='alice@localhost' type='subscribe'/>")
+            .await;
+        let r = s
+            .iq(
+                "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+                "p",
+            )
+            .await;
+        assert!(is_result(&r));
+    }
+    let mut s3 = Client::login(&server, "s3", "pw", "r").await;
+    s3.available().await;
+    s3.send("<presence to='alice@localhost' type='subscribe' id='third'/>")
+        .await;
+    let err = s3
+        .next_matching(|e| e.name() == "presence" && e.attr("type") == Some("error"))
+        .await;
+    assert_eq!(err.attr("from"), Some("alice@localhost"), "{err:?}");
+    assert_eq!(
+        error_condition(&err).as_deref(),
+        Some("resource-constraint")
+    );
+    assert!(!error_text(&err).is_empty(), "{err:?}");
+    // A repeated request from someone already waiting is no new one.
+    let mut s1 = Client::login(&server, "s1", "pw", "again").await;
+    s1.available().await;
+    s1.send("<presence to='alice@localhost' type='subscribe' id='again'/>")
+        .await;
+    assert!(s1
+        .none_within(Duration::from_millis(500), |e| e.attr("type")
+            == Some("error"))
+        .await
+        .is_ok());
+
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+    a.send("<presence/>").await;
+    let mut from = Vec::new();
+    while from.len() < 2 {
+        let p = a
+            .next_matching(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+            .await;
+        from.push(p.attr("from").unwrap_or_default().to_string());
+    }
+    from.sort();
+    assert_eq!(from, vec!["s1@localhost", "s2@localhost"]);
+    assert!(a
+        .none_within(
+            Duration::from_millis(500),
+            presence_from("s3@localhost", Some("subscribe"))
+        )
+        .await
+        .is_ok());
+    assert!(server.log().contains("pending subscription"), "no log line");
 }
 
 /// XEP-0203: the delay the recipient sees from the server's domain is the

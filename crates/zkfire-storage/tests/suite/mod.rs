@@ -38,6 +38,8 @@ macro_rules! storage_suite {
             roster_accounts_are_separate,
             roster_concurrent_changes,
             pending_subscriptions,
+            pending_subscriptions_limit,
+            pending_subscriptions_concurrent_limit,
             offline_respects_max,
             offline_concurrent_limit,
             offline_order_and_delete,
@@ -141,9 +143,7 @@ async fn fill_account(s: &dyn Storage, user: &str) {
     s.put_roster_item(user, &item("c@x", &["g1", "g2"]))
         .await
         .unwrap();
-    s.add_pending_subscription(user, "p@x", "<presence type='subscribe'/>")
-        .await
-        .unwrap();
+    s.add_pending_subscription(user, "p@x", 10).await.unwrap();
     assert!(s.store_offline(user, "<message/>", 10).await.unwrap());
     s.set_vcard(user, "<vCard/>").await.unwrap();
     s.set_private_xml(user, &[("ns", "<x/>")], ROOMY)
@@ -158,7 +158,7 @@ async fn assert_empty(s: &dyn Storage, user: &str) {
     assert_eq!(s.roster(user).await.unwrap(), (0, vec![]));
     assert_eq!(s.roster_version(user).await.unwrap(), 0);
     assert_eq!(s.roster_item(user, "c@x").await.unwrap(), None);
-    assert_eq!(s.pending_subscriptions(user).await.unwrap(), vec![]);
+    assert_eq!(s.pending_subscriptions(user).await.unwrap(), strings(&[]));
     assert_eq!(s.offline_messages(user).await.unwrap(), vec![]);
     assert_eq!(s.count_offline_messages(user).await.unwrap(), 0);
     assert_eq!(s.vcard(user).await.unwrap(), None);
@@ -438,23 +438,20 @@ pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
 }
 
 pub async fn pending_subscriptions(s: Arc<dyn Storage>) {
-    s.add_pending_subscription("alice", "zed@x", "<presence from='zed@x'/>")
+    s.add_pending_subscription("alice", "zed@x", 10)
         .await
         .unwrap();
-    s.add_pending_subscription("alice", "bob@x", "<presence id='1'/>")
+    s.add_pending_subscription("alice", "bob@x", 10)
         .await
         .unwrap();
-    s.add_pending_subscription("carol", "bob@x", "<presence id='c'/>")
+    s.add_pending_subscription("carol", "bob@x", 10)
         .await
         .unwrap();
-    // A repeated request replaces the stanza.
-    s.add_pending_subscription("alice", "bob@x", "<presence id='2'/>")
+    // A repeated request is the same one.
+    s.add_pending_subscription("alice", "bob@x", 10)
         .await
         .unwrap();
-    let expected = vec![
-        ("bob@x".to_string(), "<presence id='2'/>".to_string()),
-        ("zed@x".to_string(), "<presence from='zed@x'/>".to_string()),
-    ];
+    let expected = strings(&["bob@x", "zed@x"]);
     assert_eq!(s.pending_subscriptions("alice").await.unwrap(), expected);
 
     assert!(s
@@ -474,6 +471,52 @@ pub async fn pending_subscriptions(s: Arc<dyn Storage>) {
 
 fn is_limit(r: zkfire_storage::Result<()>, limit: Limit) -> bool {
     matches!(r, Err(StorageError::LimitReached(l)) if l == limit)
+}
+
+/// At most `max` requesters per account; one already waiting may ask again;
+/// a removed one makes room.
+pub async fn pending_subscriptions_limit(s: Arc<dyn Storage>) {
+    for from in ["a@x", "b@x"] {
+        s.add_pending_subscription("alice", from, 2).await.unwrap();
+    }
+    let r = s.add_pending_subscription("alice", "c@x", 2).await;
+    assert!(is_limit(r, Limit::PendingSubscriptions));
+    s.add_pending_subscription("alice", "a@x", 2).await.unwrap();
+    // Another account has its own.
+    s.add_pending_subscription("bob", "c@x", 2).await.unwrap();
+    assert_eq!(
+        s.pending_subscriptions("alice").await.unwrap(),
+        strings(&["a@x", "b@x"])
+    );
+    s.remove_pending_subscription("alice", "a@x").await.unwrap();
+    s.add_pending_subscription("alice", "c@x", 2).await.unwrap();
+    assert_eq!(
+        s.pending_subscriptions("alice").await.unwrap(),
+        strings(&["b@x", "c@x"])
+    );
+}
+
+/// Requests arriving together cannot pass the bound between them.
+pub async fn pending_subscriptions_concurrent_limit(s: Arc<dyn Storage>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.add_pending_subscription("alice", &format!("c{i}@x"), 5)
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StorageError::LimitReached(Limit::PendingSubscriptions)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    assert_eq!(s.pending_subscriptions("alice").await.unwrap().len(), 5);
 }
 
 pub async fn offline_respects_max(s: Arc<dyn Storage>) {

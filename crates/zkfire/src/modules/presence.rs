@@ -4,6 +4,11 @@
 //!
 //! Every check of who may see whose presence happens here, on the roster of
 //! the account it protects.
+//!
+//! A subscription request to an account that already has `[limits]
+//! max_pending_subscriptions` waiting is refused with `resource-constraint`
+//! to its sender. A pending request is kept as its requester alone, which is
+//! all that is delivered again at login.
 
 use super::{offline, roster, Module};
 use crate::jids;
@@ -11,10 +16,11 @@ use crate::router::remote::RemoteSession;
 use crate::router::route;
 use crate::router::session_handle::{LocalSession, PresenceState};
 use crate::server::Server;
+use crate::stanza::StanzaError;
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::sync::Arc;
-use zkfire_storage::{RosterItem, Subscription};
+use zkfire_storage::{RosterItem, StorageError, Subscription};
 use zkfire_xml::{ns, Element};
 
 /// Directed presence targets kept per session, so they cannot grow without bound.
@@ -215,7 +221,7 @@ async fn redeliver_pending_subscriptions(server: &Server, session: &LocalSession
             tracing::error!("storage: {e}");
             Vec::new()
         });
-    for (from, _) in pending {
+    for from in pending {
         let mut p = presence(Some("subscribe"), &from, &session.full_jid);
         p.set_attr("id", crate::c2s::stream::new_id());
         let _ = session.deliver(p);
@@ -501,13 +507,27 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 send_subscription(server, user, &from, "subscribed").await;
                 send_current_presence_to(server, user, &from).await;
             } else {
-                let stored = stanza.to_xml();
-                if let Err(e) = server
+                let max = server.config.limits.max_pending_subscriptions;
+                match server
                     .storage
-                    .add_pending_subscription(&node, &from, &stored)
+                    .add_pending_subscription(&node, &from, max)
                     .await
                 {
-                    tracing::error!(account = user, "storage: {e}");
+                    Ok(()) => {}
+                    Err(StorageError::LimitReached(_)) => {
+                        // Refused rather than dropped, so the requester is
+                        // not left believing it waits for an answer.
+                        tracing::info!(
+                            account = user,
+                            from = %from,
+                            max,
+                            "too many pending subscription requests: refused"
+                        );
+                        let error = StanzaError::resource_constraint()
+                            .with_text("the recipient has too many subscription requests waiting");
+                        return crate::router::bounce(server, &stanza, error).await;
+                    }
+                    Err(e) => tracing::error!(account = user, "storage: {e}"),
                 }
                 deliver_to_available(server, user, &stanza);
             }
