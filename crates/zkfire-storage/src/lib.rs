@@ -28,6 +28,7 @@ pub enum StorageError {
 /// write they bound (a check before the write could be raced past).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
+    RosterItems,
     PrivateXmlItems,
     PrivateXmlBytes,
     PendingSubscriptions,
@@ -36,6 +37,7 @@ pub enum Limit {
 impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Limit::RosterItems => "roster items",
             Limit::PrivateXmlItems => "private XML namespaces",
             Limit::PrivateXmlBytes => "private XML bytes",
             Limit::PendingSubscriptions => "pending subscription requests",
@@ -135,12 +137,15 @@ pub trait Storage: Send + Sync + 'static {
     /// writes it, all under the account's lock, so two concurrent changes
     /// (a subscription answer and the user's own roster set, on any nodes)
     /// never overwrite each other. Returns the item before, and the new
-    /// version and item when `change` changed it.
+    /// version and item when `change` changed it. A change that would add an
+    /// item to a roster of `max_items` or more fails with
+    /// `LimitReached(RosterItems)` (counted under the same lock).
     async fn update_roster_item(
         &self,
         username: &str,
         contact: &str,
         change: RosterChange,
+        max_items: usize,
     ) -> Result<(Option<RosterItem>, Option<(i64, RosterItem)>)>;
     /// Removes the item; returns the new version, or None when there was no item.
     async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>>;

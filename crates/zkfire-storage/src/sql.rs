@@ -398,6 +398,7 @@ impl Storage for SqlStorage {
         username: &str,
         contact: &str,
         change: crate::RosterChange,
+        max_items: usize,
     ) -> Result<(Option<RosterItem>, Option<(i64, RosterItem)>)> {
         let mut tx = self.pools.begin_write().await?;
         lock_account(&mut tx, username).await?;
@@ -412,6 +413,17 @@ impl Storage for SqlStorage {
                 return Ok((before, None));
             }
         };
+        if before.is_none() {
+            let items = count(
+                &mut tx,
+                "SELECT COUNT(*) FROM roster_items WHERE username = $1",
+                username,
+            )
+            .await?;
+            if items >= max_items {
+                return refuse(tx, Limit::RosterItems).await;
+            }
+        }
         let version = bump_roster_version(&mut tx, username).await?;
         write_roster_item(&mut tx, username, &after).await?;
         tx.commit().await.map_err(db)?;

@@ -1,4 +1,5 @@
 //! What an account may keep on the server is bounded: private XML storage,
+//! the roster (on every path that adds an item, and the size of each item),
 //! pending subscription requests; and offline messages carry the server's
 //! own delay stamp, whatever the sender put in them.
 
@@ -118,6 +119,173 @@ async fn private_storage_set_past_the_bound_stores_nothing() {
         Some("a")
     );
     assert_eq!(private_get(&mut a, "urn:example:b").await, None);
+}
+
+fn roster_set(id: &str, item: &str) -> String {
+    format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'>{item}</query></iq>")
+}
+
+async fn roster_jids(c: &mut Client) -> Vec<String> {
+    let r = c
+        .iq(
+            "<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>",
+            "rg",
+        )
+        .await;
+    let mut jids: Vec<String> = r
+        .child("query", ns::ROSTER)
+        .expect("roster")
+        .children()
+        .filter_map(|i| i.attr("jid").map(str::to_string))
+        .collect();
+    jids.sort();
+    jids
+}
+
+/// Defaults: names and group names of 256 bytes at most, 16 groups per item.
+#[tokio::test]
+async fn roster_item_name_and_groups_are_bounded() {
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+    let groups = |n: usize, len: usize| -> String {
+        (0..n)
+            .map(|i| format!("<group>{i:03}{}</group>", "g".repeat(len - 3)))
+            .collect()
+    };
+    let ok = format!(
+        "<item jid='bob@localhost' name='{}'>{}</item>",
+        "n".repeat(256),
+        groups(16, 256)
+    );
+    let r = a.iq(&roster_set("ok", &ok), "ok").await;
+    assert!(is_result(&r), "{r:?}");
+
+    let cases = [
+        (
+            "name",
+            format!("<item jid='c@localhost' name='{}'/>", "n".repeat(257)),
+        ),
+        (
+            "groups",
+            format!("<item jid='c@localhost'>{}</item>", groups(17, 8)),
+        ),
+        (
+            "group",
+            format!("<item jid='c@localhost'>{}</item>", groups(1, 257)),
+        ),
+    ];
+    for (what, item) in cases {
+        let r = a.iq(&roster_set(what, &item), what).await;
+        assert_eq!(
+            error_condition(&r).as_deref(),
+            Some("not-acceptable"),
+            "{what}: {r:?}"
+        );
+        assert!(!error_text(&r).is_empty(), "{what}: {r:?}");
+    }
+    assert_eq!(roster_jids(&mut a).await, vec!["bob@localhost"]);
+}
+
+/// `max_roster_items` holds for roster sets, outbound subscription requests,
+/// pre-approvals and approvals of a request alike.
+#[tokio::test]
+async fn roster_cap_holds_on_every_path_that_adds_an_item() {
+    let server = TestServer::with_config(&[("limits", "max_roster_items = 2")]);
+    for u in ["alice", "carol", "dave", "erin"] {
+        server.add_user(u, "pw");
+    }
+    let mut a = Client::login(&server, "alice", "pw", "a").await;
+    a.available().await;
+    let mut c = Client::login(&server, "carol", "pw", "c").await;
+    c.available().await;
+    let mut e = Client::login(&server, "erin", "pw", "e").await;
+    e.available().await;
+    // erin asks alice before alice's roster is full.
+    e.send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    a.next_matching(presence_from("erin@localhost", Some("subscribe")))
+        .await;
+
+    let r = a
+        .iq(&roster_set("r1", "<item jid='bob@localhost'/>"), "r1")
+        .await;
+    assert!(is_result(&r), "{r:?}");
+    a.send("<presence to='dave@localhost' type='subscribe' id='sub1'/>")
+        .await;
+    // Full now (bob, dave).
+    a.send("<presence to='carol@localhost' type='subscribe' id='sub2'/>")
+        .await;
+    let err = a
+        .next_matching(|e| e.name() == "presence" && e.attr("id") == Some("sub2"))
+        .await;
+    assert_eq!(err.attr("type"), Some("error"), "{err:?}");
+    assert_eq!(
+        error_condition(&err).as_deref(),
+        Some("resource-constraint")
+    );
+    assert!(c
+        .none_within(
+            Duration::from_millis(500),
+            presence_from("alice@localhost", Some("subscribe"))
+        )
+        .await
+        .is_ok());
+
+    // A pre-approval of a stranger would add an item too.
+    a.send("<presence to='frank@localhost' type='subscribed' id='pre'/>")
+        .await;
+    let err = a
+        .next_matching(|e| e.name() == "presence" && e.attr("id") == Some("pre"))
+        .await;
+    assert_eq!(
+        error_condition(&err).as_deref(),
+        Some("resource-constraint")
+    );
+
+    // So would approving erin's request; it stays pending.
+    a.send("<presence to='erin@localhost' type='subscribed' id='ok-erin'/>")
+        .await;
+    let err = a
+        .next_matching(|e| e.name() == "presence" && e.attr("id") == Some("ok-erin"))
+        .await;
+    assert_eq!(
+        error_condition(&err).as_deref(),
+        Some("resource-constraint")
+    );
+    assert!(e
+        .none_within(
+            Duration::from_millis(500),
+            presence_from("alice@localhost", Some("subscribed"))
+        )
+        .await
+        .is_ok());
+
+    let r = a
+        .iq(&roster_set("r2", "<item jid='gina@localhost'/>"), "r2")
+        .await;
+    assert_eq!(error_condition(&r).as_deref(), Some("resource-constraint"));
+    assert!(error_text(&r).contains("roster"), "{r:?}");
+
+    assert_eq!(
+        roster_jids(&mut a).await,
+        vec!["bob@localhost", "dave@localhost"]
+    );
+    // Changing an item already there still works when full.
+    let r = a
+        .iq(
+            &roster_set("r3", "<item jid='bob@localhost' name='Bob'/>"),
+            "r3",
+        )
+        .await;
+    assert!(is_result(&r), "{r:?}");
+    drop(a);
+
+    // erin's request is still pending: alice gets it again at login.
+    let mut a = Client::login(&server, "alice", "pw", "a2").await;
+    a.send("<presence/>").await;
+    a.next_matching(presence_from("erin@localhost", Some("subscribe")))
+        .await;
 }
 
 /// Size of the SQLite database with its write-ahead log.

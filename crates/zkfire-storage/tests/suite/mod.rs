@@ -40,6 +40,8 @@ macro_rules! storage_suite {
             pending_subscriptions,
             pending_subscriptions_limit,
             pending_subscriptions_concurrent_limit,
+            roster_limit_on_new_items,
+            roster_limit_concurrent,
             offline_respects_max,
             offline_concurrent_limit,
             offline_order_and_delete,
@@ -413,7 +415,7 @@ pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
                 item.groups.push(format!("g{i:02}"));
                 Some(item)
             });
-            s.update_roster_item("alice", "bob@example.org", change)
+            s.update_roster_item("alice", "bob@example.org", change, usize::MAX)
                 .await
         }));
     }
@@ -430,7 +432,7 @@ pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
     assert_eq!(s.roster_version("alice").await.unwrap(), 20);
     // No change: nothing written, version unchanged.
     let (before, after) = s
-        .update_roster_item("alice", "bob@example.org", Box::new(|_| None))
+        .update_roster_item("alice", "bob@example.org", Box::new(|_| None), usize::MAX)
         .await
         .unwrap();
     assert!(before.is_some() && after.is_none());
@@ -517,6 +519,78 @@ pub async fn pending_subscriptions_concurrent_limit(s: Arc<dyn Storage>) {
     }
     assert_eq!(stored, 5);
     assert_eq!(s.pending_subscriptions("alice").await.unwrap().len(), 5);
+}
+
+/// A change adding a contact to a roster of `max_items` fails and writes
+/// nothing; changes to items already there still work.
+pub async fn roster_limit_on_new_items(s: Arc<dyn Storage>) {
+    let add = |jid: &str| -> zkfire_storage::RosterChange {
+        let it = item(jid, &["g"]);
+        Box::new(move |_| Some(it))
+    };
+    for jid in ["a@x", "b@x"] {
+        let (_, after) = s
+            .update_roster_item("alice", jid, add(jid), 2)
+            .await
+            .unwrap();
+        assert!(after.is_some());
+    }
+    let r = s.update_roster_item("alice", "c@x", add("c@x"), 2).await;
+    assert!(
+        matches!(r, Err(StorageError::LimitReached(Limit::RosterItems))),
+        "{r:?}"
+    );
+    assert_eq!(s.roster_item("alice", "c@x").await.unwrap(), None);
+    assert_eq!(s.roster_version("alice").await.unwrap(), 2);
+    // An existing item changes, and a change that creates nothing is fine.
+    let renamed: zkfire_storage::RosterChange = Box::new(|old| {
+        let mut it = old.cloned()?;
+        it.name = Some("A".into());
+        Some(it)
+    });
+    let (_, after) = s
+        .update_roster_item("alice", "a@x", renamed, 2)
+        .await
+        .unwrap();
+    assert_eq!(after.map(|(_, i)| i.name), Some(Some("A".to_string())));
+    let (before, after) = s
+        .update_roster_item("alice", "d@x", Box::new(|_| None), 2)
+        .await
+        .unwrap();
+    assert!(before.is_none() && after.is_none());
+    // Room again after a removal.
+    s.remove_roster_item("alice", "b@x").await.unwrap();
+    s.update_roster_item("alice", "c@x", add("c@x"), 2)
+        .await
+        .unwrap();
+    let (_, items) = s.roster("alice").await.unwrap();
+    let jids: Vec<&str> = items.iter().map(|i| i.jid.as_str()).collect();
+    assert_eq!(jids, ["a@x", "c@x"]);
+}
+
+/// New contacts added together cannot pass the bound between them.
+pub async fn roster_limit_concurrent(s: Arc<dyn Storage>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let jid = format!("c{i}@x");
+                let it = item(&jid, &[]);
+                s.update_roster_item("alice", &jid, Box::new(move |_| Some(it)), 5)
+                    .await
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => added += 1,
+            Err(StorageError::LimitReached(Limit::RosterItems)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(added, 5);
+    assert_eq!(s.roster("alice").await.unwrap().1.len(), 5);
 }
 
 pub async fn offline_respects_max(s: Arc<dyn Storage>) {
