@@ -18,6 +18,40 @@ pub enum StorageError {
     BadUrl(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The write would take the account past one of its bounds; nothing
+    /// of it was written.
+    #[error("limit reached: {0}")]
+    LimitReached(Limit),
+}
+
+/// The per-account bounds the storage enforces itself, atomically with the
+/// write they bound (a check before the write could be raced past).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    RosterItems,
+    PrivateXmlItems,
+    PrivateXmlBytes,
+    PendingSubscriptions,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::RosterItems => "roster items",
+            Limit::PrivateXmlItems => "private XML namespaces",
+            Limit::PrivateXmlBytes => "private XML bytes",
+            Limit::PendingSubscriptions => "pending subscription requests",
+        })
+    }
+}
+
+/// Bounds on one account's private XML storage (XEP-0049).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivateXmlLimits {
+    /// Namespaces stored.
+    pub max_items: usize,
+    /// Sum of the stored elements' sizes, in bytes of serialized XML.
+    pub max_bytes: usize,
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -103,26 +137,28 @@ pub trait Storage: Send + Sync + 'static {
     /// writes it, all under the account's lock, so two concurrent changes
     /// (a subscription answer and the user's own roster set, on any nodes)
     /// never overwrite each other. Returns the item before, and the new
-    /// version and item when `change` changed it.
+    /// version and item when `change` changed it. A change that would add an
+    /// item to a roster of `max_items` or more fails with
+    /// `LimitReached(RosterItems)` (counted under the same lock).
     async fn update_roster_item(
         &self,
         username: &str,
         contact: &str,
         change: RosterChange,
+        max_items: usize,
     ) -> Result<(Option<RosterItem>, Option<(i64, RosterItem)>)>;
     /// Removes the item; returns the new version, or None when there was no item.
     async fn remove_roster_item(&self, username: &str, contact: &str) -> Result<Option<i64>>;
 
-    // Inbound subscription requests not yet answered, with the request stanza,
-    // delivered again at each login until answered.
-    async fn add_pending_subscription(
-        &self,
-        username: &str,
-        from: &str,
-        stanza: &str,
-    ) -> Result<()>;
+    // Inbound subscription requests not yet answered: who asked (a request
+    // is delivered again at each login as a plain subscribe from them).
+    /// Records a request from `from`; one already recorded is no new one.
+    /// A new one when `max` or more are waiting fails with
+    /// `LimitReached(PendingSubscriptions)`.
+    async fn add_pending_subscription(&self, username: &str, from: &str, max: usize) -> Result<()>;
     async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool>;
-    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>>;
+    /// The requesters, sorted.
+    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<String>>;
 
     // Offline messages (XEP-0160).
     /// Stores the message unless the account already has `max` or more;
@@ -139,7 +175,15 @@ pub trait Storage: Send + Sync + 'static {
 
     // Private XML storage (XEP-0049), one element per namespace.
     async fn private_xml(&self, username: &str, namespace: &str) -> Result<Option<String>>;
-    async fn set_private_xml(&self, username: &str, namespace: &str, xml: &str) -> Result<()>;
+    /// Stores each `(namespace, xml)`, replacing what the namespace held, all
+    /// or nothing: when the account would end up past `limits` nothing is
+    /// written and it fails with `LimitReached`.
+    async fn set_private_xml(
+        &self,
+        username: &str,
+        elements: &[(&str, &str)],
+        limits: PrivateXmlLimits,
+    ) -> Result<()>;
 
     // Blocking command (XEP-0191): blocked JIDs as given (bare, full or domain).
     async fn blocklist(&self, username: &str) -> Result<Vec<String>>;

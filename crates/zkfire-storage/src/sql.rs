@@ -14,7 +14,10 @@
 
 use crate::error::{corrupt, db};
 use crate::pool::Pools;
-use crate::{OfflineMessage, Result, RosterItem, Storage, StorageError, Subscription};
+use crate::{
+    Limit, OfflineMessage, PrivateXmlLimits, Result, RosterItem, Storage, StorageError,
+    Subscription,
+};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
@@ -148,6 +151,22 @@ async fn roster_version_on(conn: &mut AnyConnection, username: &str) -> Result<i
             .await
             .map_err(db)?;
     Ok(v.unwrap_or(0))
+}
+
+/// Runs a `SELECT COUNT(*) ... WHERE username = $1` inside a transaction.
+async fn count(tx: &mut Tx, sql: &str, username: &str) -> Result<usize> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(username)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+    usize::try_from(n).map_err(|_| corrupt(format!("count {n}")))
+}
+
+/// Ends a transaction that would pass `limit`: nothing of it is kept.
+async fn refuse<T>(tx: Tx, limit: Limit) -> Result<T> {
+    tx.rollback().await.map_err(db)?;
+    Err(StorageError::LimitReached(limit))
 }
 
 fn flag(b: bool) -> i32 {
@@ -379,6 +398,7 @@ impl Storage for SqlStorage {
         username: &str,
         contact: &str,
         change: crate::RosterChange,
+        max_items: usize,
     ) -> Result<(Option<RosterItem>, Option<(i64, RosterItem)>)> {
         let mut tx = self.pools.begin_write().await?;
         lock_account(&mut tx, username).await?;
@@ -393,6 +413,17 @@ impl Storage for SqlStorage {
                 return Ok((before, None));
             }
         };
+        if before.is_none() {
+            let items = count(
+                &mut tx,
+                "SELECT COUNT(*) FROM roster_items WHERE username = $1",
+                username,
+            )
+            .await?;
+            if items >= max_items {
+                return refuse(tx, Limit::RosterItems).await;
+            }
+        }
         let version = bump_roster_version(&mut tx, username).await?;
         write_roster_item(&mut tx, username, &after).await?;
         tx.commit().await.map_err(db)?;
@@ -424,23 +455,38 @@ impl Storage for SqlStorage {
         Ok(Some(version))
     }
 
-    async fn add_pending_subscription(
-        &self,
-        username: &str,
-        from: &str,
-        stanza: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO pending_subscriptions (username, contact, stanza) VALUES ($1, $2, $3) \
-             ON CONFLICT (username, contact) DO UPDATE SET stanza = excluded.stanza",
+    async fn add_pending_subscription(&self, username: &str, from: &str, max: usize) -> Result<()> {
+        let mut tx = self.pools.begin_write().await?;
+        // Count and insert under the account lock, so concurrent requests
+        // cannot both see room for one more.
+        lock_account(&mut tx, username).await?;
+        let known =
+            sqlx::query("SELECT 1 FROM pending_subscriptions WHERE username = $1 AND contact = $2")
+                .bind(username)
+                .bind(from)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .is_some();
+        if known {
+            return tx.commit().await.map_err(db);
+        }
+        let waiting = count(
+            &mut tx,
+            "SELECT COUNT(*) FROM pending_subscriptions WHERE username = $1",
+            username,
         )
-        .bind(username)
-        .bind(from)
-        .bind(stanza)
-        .execute(&self.pools.write)
-        .await
-        .map_err(db)?;
-        Ok(())
+        .await?;
+        if waiting >= max {
+            return refuse(tx, Limit::PendingSubscriptions).await;
+        }
+        sqlx::query("INSERT INTO pending_subscriptions (username, contact) VALUES ($1, $2)")
+            .bind(username)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn remove_pending_subscription(&self, username: &str, from: &str) -> Result<bool> {
@@ -455,18 +501,14 @@ impl Storage for SqlStorage {
         Ok(removed > 0)
     }
 
-    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT contact, stanza FROM pending_subscriptions WHERE username = $1 \
-             ORDER BY contact",
+    async fn pending_subscriptions(&self, username: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT contact FROM pending_subscriptions WHERE username = $1 ORDER BY contact",
         )
         .bind(username)
         .fetch_all(&self.pools.read)
         .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?)))
-            .collect()
+        .map_err(db)
     }
 
     async fn store_offline(&self, username: &str, stanza: &str, max: usize) -> Result<bool> {
@@ -580,18 +622,47 @@ impl Storage for SqlStorage {
             .map_err(db)
     }
 
-    async fn set_private_xml(&self, username: &str, namespace: &str, xml: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO private_xml (username, namespace, xml) VALUES ($1, $2, $3) \
-             ON CONFLICT (username, namespace) DO UPDATE SET xml = excluded.xml",
+    async fn set_private_xml(
+        &self,
+        username: &str,
+        elements: &[(&str, &str)],
+        limits: PrivateXmlLimits,
+    ) -> Result<()> {
+        let mut tx = self.pools.begin_write().await?;
+        // Write, then measure the result, under the account lock: a
+        // replacement is judged by what the account holds after it, and
+        // concurrent writes cannot both fit in the room left for one.
+        lock_account(&mut tx, username).await?;
+        for (namespace, xml) in elements {
+            sqlx::query(
+                "INSERT INTO private_xml (username, namespace, xml) VALUES ($1, $2, $3) \
+                 ON CONFLICT (username, namespace) DO UPDATE SET xml = excluded.xml",
+            )
+            .bind(username)
+            .bind(namespace)
+            .bind(xml)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(octet_length(xml)), 0) FROM private_xml \
+             WHERE username = $1",
         )
         .bind(username)
-        .bind(namespace)
-        .bind(xml)
-        .execute(&self.pools.write)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        Ok(())
+        let items: i64 = row.try_get(0).map_err(db)?;
+        let bytes: i64 = row.try_get(1).map_err(db)?;
+        let over = |n: i64, max: usize| usize::try_from(n).map_or(true, |n| n > max);
+        if over(items, limits.max_items) {
+            return refuse(tx, Limit::PrivateXmlItems).await;
+        }
+        if over(bytes, limits.max_bytes) {
+            return refuse(tx, Limit::PrivateXmlBytes).await;
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn blocklist(&self, username: &str) -> Result<Vec<String>> {

@@ -133,8 +133,21 @@ pub struct LimitsConfig {
     pub max_session_queue: usize,
     /// Offline messages kept per account (XEP-0160).
     pub max_offline_messages: usize,
-    /// Roster items per account.
+    /// Roster items per account, however they are added (roster set,
+    /// subscription request, pre-approval).
     pub max_roster_items: usize,
+    /// Longest roster item name, in bytes (RFC 6121 section 2.3.3).
+    pub max_roster_name_bytes: usize,
+    /// Groups on one roster item.
+    pub max_roster_groups: usize,
+    /// Longest roster group name, in bytes.
+    pub max_roster_group_bytes: usize,
+    /// Unanswered subscription requests kept per account (RFC 6121 3.1.3).
+    pub max_pending_subscriptions: usize,
+    /// Namespaces in one account's private XML storage (XEP-0049).
+    pub max_private_items: usize,
+    /// Bytes of XML in one account's private XML storage.
+    pub max_private_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -153,6 +166,12 @@ impl Default for LimitsConfig {
             max_session_queue: 10_000,
             max_offline_messages: 1000,
             max_roster_items: 2000,
+            max_roster_name_bytes: 256,
+            max_roster_groups: 16,
+            max_roster_group_bytes: 256,
+            max_pending_subscriptions: 1000,
+            max_private_items: 100,
+            max_private_bytes: 1024 * 1024,
         }
     }
 }
@@ -392,12 +411,31 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        self.validate_account_limits()?;
         for admin in &self.server.admins {
             if jid::BareJid::new(admin).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "[server] admins: '{admin}' is not a valid JID"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Bounds on what an account keeps that would make a feature unusable
+    /// rather than bounded.
+    fn validate_account_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_roster_groups > 0 && l.max_roster_group_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] max_roster_group_bytes must be at least 1 when max_roster_groups > 0"
+                    .into(),
+            ));
+        }
+        if l.max_private_items > 0 && l.max_private_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] max_private_bytes must be at least 1 when max_private_items > 0".into(),
+            ));
         }
         Ok(())
     }
@@ -584,6 +622,13 @@ mod tests {
         let c = Config::parse("[server]\ndomain = 'a@b'\n").unwrap();
         assert!(c.validate().is_err());
         let c = Config::parse("[tls]\ncert = 'x.pem'\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[limits]\nmax_roster_group_bytes = 0\n").unwrap();
+        assert!(c.validate().is_err());
+        let c =
+            Config::parse("[limits]\nmax_roster_group_bytes = 0\nmax_roster_groups = 0\n").unwrap();
+        c.validate().unwrap();
+        let c = Config::parse("[limits]\nmax_private_bytes = 0\n").unwrap();
         assert!(c.validate().is_err());
     }
 }

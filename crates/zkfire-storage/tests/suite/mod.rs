@@ -5,7 +5,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use zkfire_sasl::{ScramCredentials, ScramHash, UserCredentials};
-use zkfire_storage::{RosterItem, Storage, StorageError, Subscription};
+use zkfire_storage::{Limit, PrivateXmlLimits, RosterItem, Storage, StorageError, Subscription};
+
+/// Private XML bounds no case here comes near.
+const ROOMY: PrivateXmlLimits = PrivateXmlLimits {
+    max_items: 1000,
+    max_bytes: 1 << 20,
+};
 
 /// A storage opened on a fresh, empty database, and whatever keeps that
 /// database alive (temporary folder, PostgreSQL instance).
@@ -32,12 +38,18 @@ macro_rules! storage_suite {
             roster_accounts_are_separate,
             roster_concurrent_changes,
             pending_subscriptions,
+            pending_subscriptions_limit,
+            pending_subscriptions_concurrent_limit,
+            roster_limit_on_new_items,
+            roster_limit_concurrent,
             offline_respects_max,
             offline_concurrent_limit,
             offline_order_and_delete,
             offline_delete_many_ids,
             vcard_set_and_overwrite,
             private_xml_set_and_overwrite,
+            private_xml_limits,
+            private_xml_concurrent_limit,
             blocklist,
             last_activity,
             text_round_trip,
@@ -133,12 +145,12 @@ async fn fill_account(s: &dyn Storage, user: &str) {
     s.put_roster_item(user, &item("c@x", &["g1", "g2"]))
         .await
         .unwrap();
-    s.add_pending_subscription(user, "p@x", "<presence type='subscribe'/>")
-        .await
-        .unwrap();
+    s.add_pending_subscription(user, "p@x", 10).await.unwrap();
     assert!(s.store_offline(user, "<message/>", 10).await.unwrap());
     s.set_vcard(user, "<vCard/>").await.unwrap();
-    s.set_private_xml(user, "ns", "<x/>").await.unwrap();
+    s.set_private_xml(user, &[("ns", "<x/>")], ROOMY)
+        .await
+        .unwrap();
     s.block(user, &strings(&["b@x"])).await.unwrap();
     s.set_last_activity(user, 5, "gone").await.unwrap();
 }
@@ -148,7 +160,7 @@ async fn assert_empty(s: &dyn Storage, user: &str) {
     assert_eq!(s.roster(user).await.unwrap(), (0, vec![]));
     assert_eq!(s.roster_version(user).await.unwrap(), 0);
     assert_eq!(s.roster_item(user, "c@x").await.unwrap(), None);
-    assert_eq!(s.pending_subscriptions(user).await.unwrap(), vec![]);
+    assert_eq!(s.pending_subscriptions(user).await.unwrap(), strings(&[]));
     assert_eq!(s.offline_messages(user).await.unwrap(), vec![]);
     assert_eq!(s.count_offline_messages(user).await.unwrap(), 0);
     assert_eq!(s.vcard(user).await.unwrap(), None);
@@ -403,7 +415,7 @@ pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
                 item.groups.push(format!("g{i:02}"));
                 Some(item)
             });
-            s.update_roster_item("alice", "bob@example.org", change)
+            s.update_roster_item("alice", "bob@example.org", change, usize::MAX)
                 .await
         }));
     }
@@ -420,7 +432,7 @@ pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
     assert_eq!(s.roster_version("alice").await.unwrap(), 20);
     // No change: nothing written, version unchanged.
     let (before, after) = s
-        .update_roster_item("alice", "bob@example.org", Box::new(|_| None))
+        .update_roster_item("alice", "bob@example.org", Box::new(|_| None), usize::MAX)
         .await
         .unwrap();
     assert!(before.is_some() && after.is_none());
@@ -428,23 +440,20 @@ pub async fn roster_update_is_atomic(s: Arc<dyn Storage>) {
 }
 
 pub async fn pending_subscriptions(s: Arc<dyn Storage>) {
-    s.add_pending_subscription("alice", "zed@x", "<presence from='zed@x'/>")
+    s.add_pending_subscription("alice", "zed@x", 10)
         .await
         .unwrap();
-    s.add_pending_subscription("alice", "bob@x", "<presence id='1'/>")
+    s.add_pending_subscription("alice", "bob@x", 10)
         .await
         .unwrap();
-    s.add_pending_subscription("carol", "bob@x", "<presence id='c'/>")
+    s.add_pending_subscription("carol", "bob@x", 10)
         .await
         .unwrap();
-    // A repeated request replaces the stanza.
-    s.add_pending_subscription("alice", "bob@x", "<presence id='2'/>")
+    // A repeated request is the same one.
+    s.add_pending_subscription("alice", "bob@x", 10)
         .await
         .unwrap();
-    let expected = vec![
-        ("bob@x".to_string(), "<presence id='2'/>".to_string()),
-        ("zed@x".to_string(), "<presence from='zed@x'/>".to_string()),
-    ];
+    let expected = strings(&["bob@x", "zed@x"]);
     assert_eq!(s.pending_subscriptions("alice").await.unwrap(), expected);
 
     assert!(s
@@ -460,6 +469,128 @@ pub async fn pending_subscriptions(s: Arc<dyn Storage>) {
         expected[1..].to_vec()
     );
     assert_eq!(s.pending_subscriptions("carol").await.unwrap().len(), 1);
+}
+
+fn is_limit(r: zkfire_storage::Result<()>, limit: Limit) -> bool {
+    matches!(r, Err(StorageError::LimitReached(l)) if l == limit)
+}
+
+/// At most `max` requesters per account; one already waiting may ask again;
+/// a removed one makes room.
+pub async fn pending_subscriptions_limit(s: Arc<dyn Storage>) {
+    for from in ["a@x", "b@x"] {
+        s.add_pending_subscription("alice", from, 2).await.unwrap();
+    }
+    let r = s.add_pending_subscription("alice", "c@x", 2).await;
+    assert!(is_limit(r, Limit::PendingSubscriptions));
+    s.add_pending_subscription("alice", "a@x", 2).await.unwrap();
+    // Another account has its own.
+    s.add_pending_subscription("bob", "c@x", 2).await.unwrap();
+    assert_eq!(
+        s.pending_subscriptions("alice").await.unwrap(),
+        strings(&["a@x", "b@x"])
+    );
+    s.remove_pending_subscription("alice", "a@x").await.unwrap();
+    s.add_pending_subscription("alice", "c@x", 2).await.unwrap();
+    assert_eq!(
+        s.pending_subscriptions("alice").await.unwrap(),
+        strings(&["b@x", "c@x"])
+    );
+}
+
+/// Requests arriving together cannot pass the bound between them.
+pub async fn pending_subscriptions_concurrent_limit(s: Arc<dyn Storage>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.add_pending_subscription("alice", &format!("c{i}@x"), 5)
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StorageError::LimitReached(Limit::PendingSubscriptions)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    assert_eq!(s.pending_subscriptions("alice").await.unwrap().len(), 5);
+}
+
+/// A change adding a contact to a roster of `max_items` fails and writes
+/// nothing; changes to items already there still work.
+pub async fn roster_limit_on_new_items(s: Arc<dyn Storage>) {
+    let add = |jid: &str| -> zkfire_storage::RosterChange {
+        let it = item(jid, &["g"]);
+        Box::new(move |_| Some(it))
+    };
+    for jid in ["a@x", "b@x"] {
+        let (_, after) = s
+            .update_roster_item("alice", jid, add(jid), 2)
+            .await
+            .unwrap();
+        assert!(after.is_some());
+    }
+    let r = s.update_roster_item("alice", "c@x", add("c@x"), 2).await;
+    assert!(
+        matches!(r, Err(StorageError::LimitReached(Limit::RosterItems))),
+        "{r:?}"
+    );
+    assert_eq!(s.roster_item("alice", "c@x").await.unwrap(), None);
+    assert_eq!(s.roster_version("alice").await.unwrap(), 2);
+    // An existing item changes, and a change that creates nothing is fine.
+    let renamed: zkfire_storage::RosterChange = Box::new(|old| {
+        let mut it = old.cloned()?;
+        it.name = Some("A".into());
+        Some(it)
+    });
+    let (_, after) = s
+        .update_roster_item("alice", "a@x", renamed, 2)
+        .await
+        .unwrap();
+    assert_eq!(after.map(|(_, i)| i.name), Some(Some("A".to_string())));
+    let (before, after) = s
+        .update_roster_item("alice", "d@x", Box::new(|_| None), 2)
+        .await
+        .unwrap();
+    assert!(before.is_none() && after.is_none());
+    // Room again after a removal.
+    s.remove_roster_item("alice", "b@x").await.unwrap();
+    s.update_roster_item("alice", "c@x", add("c@x"), 2)
+        .await
+        .unwrap();
+    let (_, items) = s.roster("alice").await.unwrap();
+    let jids: Vec<&str> = items.iter().map(|i| i.jid.as_str()).collect();
+    assert_eq!(jids, ["a@x", "c@x"]);
+}
+
+/// New contacts added together cannot pass the bound between them.
+pub async fn roster_limit_concurrent(s: Arc<dyn Storage>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let jid = format!("c{i}@x");
+                let it = item(&jid, &[]);
+                s.update_roster_item("alice", &jid, Box::new(move |_| Some(it)), 5)
+                    .await
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => added += 1,
+            Err(StorageError::LimitReached(Limit::RosterItems)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(added, 5);
+    assert_eq!(s.roster("alice").await.unwrap().1.len(), 5);
 }
 
 pub async fn offline_respects_max(s: Arc<dyn Storage>) {
@@ -627,20 +758,17 @@ pub async fn private_xml_set_and_overwrite(s: Arc<dyn Storage>) {
         s.private_xml("alice", "storage:bookmarks").await.unwrap(),
         None
     );
-    s.set_private_xml(
-        "alice",
-        "storage:bookmarks",
-        "<storage xmlns='storage:bookmarks'/>",
-    )
-    .await
-    .unwrap();
-    s.set_private_xml("alice", "exodus:prefs", "<prefs/>")
+    let bookmarks = "<storage xmlns='storage:bookmarks'/>";
+    s.set_private_xml("alice", &[("storage:bookmarks", bookmarks)], ROOMY)
         .await
         .unwrap();
-    s.set_private_xml("bob", "storage:bookmarks", "<bob/>")
+    s.set_private_xml("alice", &[("exodus:prefs", "<prefs/>")], ROOMY)
         .await
         .unwrap();
-    s.set_private_xml("alice", "storage:bookmarks", "<v2/>")
+    s.set_private_xml("bob", &[("storage:bookmarks", "<bob/>")], ROOMY)
+        .await
+        .unwrap();
+    s.set_private_xml("alice", &[("storage:bookmarks", "<v2/>")], ROOMY)
         .await
         .unwrap();
     assert_eq!(
@@ -665,6 +793,85 @@ pub async fn private_xml_set_and_overwrite(s: Arc<dyn Storage>) {
         Some("<bob/>")
     );
     assert_eq!(s.private_xml("bob", "exodus:prefs").await.unwrap(), None);
+}
+
+/// Bounds on namespaces and bytes hold after the write, all or nothing:
+/// replacing within them works, passing them writes nothing.
+pub async fn private_xml_limits(s: Arc<dyn Storage>) {
+    let limits = PrivateXmlLimits {
+        max_items: 2,
+        max_bytes: 20,
+    };
+    // "<a>é</a>" is 9 bytes (é is two).
+    s.set_private_xml("alice", &[("a", "<a>é</a>"), ("b", "<b/>")], limits)
+        .await
+        .unwrap();
+    let r = s.set_private_xml("alice", &[("c", "<c/>")], limits).await;
+    assert!(is_limit(r, Limit::PrivateXmlItems));
+    assert_eq!(s.private_xml("alice", "c").await.unwrap(), None);
+    // 9 + 11 = 20: fits exactly.
+    s.set_private_xml("alice", &[("b", "<b>xxxx</b>")], limits)
+        .await
+        .unwrap();
+    let r = s
+        .set_private_xml("alice", &[("a", "<a>éé</a>")], limits)
+        .await;
+    assert!(is_limit(r, Limit::PrivateXmlBytes));
+    // Several at once: none kept when the whole is too much.
+    let r = s
+        .set_private_xml("alice", &[("a", "<a/>"), ("b", &"x".repeat(30))], limits)
+        .await;
+    assert!(is_limit(r, Limit::PrivateXmlBytes));
+    assert_eq!(
+        s.private_xml("alice", "a").await.unwrap().as_deref(),
+        Some("<a>é</a>")
+    );
+    assert_eq!(
+        s.private_xml("alice", "b").await.unwrap().as_deref(),
+        Some("<b>xxxx</b>")
+    );
+    // Another account has its own room.
+    s.set_private_xml("bob", &[("c", "<c/>")], limits)
+        .await
+        .unwrap();
+}
+
+/// Writers racing for the last room cannot pass the bound between them.
+pub async fn private_xml_concurrent_limit(s: Arc<dyn Storage>) {
+    let limits = PrivateXmlLimits {
+        max_items: 5,
+        max_bytes: 1 << 20,
+    };
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let ns = format!("urn:n{i}");
+                s.set_private_xml("alice", &[(ns.as_str(), "<x/>")], limits)
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StorageError::LimitReached(Limit::PrivateXmlItems)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    let mut found = 0;
+    for i in 0..20 {
+        if s.private_xml("alice", &format!("urn:n{i}"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            found += 1;
+        }
+    }
+    assert_eq!(found, 5);
 }
 
 pub async fn blocklist(s: Arc<dyn Storage>) {

@@ -10,7 +10,7 @@ use crate::server::Server;
 use crate::stanza::{xep82_now, StanzaError};
 use async_trait::async_trait;
 use std::sync::Arc;
-use zkfire_xml::{ns, Element};
+use zkfire_xml::{ns, Element, Node};
 
 pub struct Offline;
 
@@ -93,7 +93,7 @@ fn spawn_store_worker(
 }
 
 /// Stores a message for `bare`, or tells the sender why it cannot.
-async fn store_now(server: &Arc<Server>, mut stanza: Element, bare: &str) {
+async fn store_now(server: &Arc<Server>, stanza: Element, bare: &str) {
     if !crate::router::account_exists(server, bare).await {
         // RFC 6121 section 8.5.2: no such account.
         return bounce(server, &stanza, StanzaError::service_unavailable()).await;
@@ -112,14 +112,15 @@ async fn store_now(server: &Arc<Server>, mut stanza: Element, bare: &str) {
     let Some(node) = jids::node_of(bare) else {
         return;
     };
-    if stanza.child("delay", ns::DELAY).is_none() {
-        stanza.push(
-            Element::new("delay", ns::DELAY)
-                .with_attr("from", server.domain.clone())
-                .with_attr("stamp", xep82_now())
-                .with_text("Offline Storage"),
-        );
-    }
+    // XEP-0203: the delay from our domain is ours alone, so a recipient can
+    // trust its stamp; delays others added (say, a remote service) stay.
+    let mut stanza = without_delays_from(stanza, &server.domain);
+    stanza.push(
+        Element::new("delay", ns::DELAY)
+            .with_attr("from", server.domain.clone())
+            .with_attr("stamp", xep82_now())
+            .with_text("Offline Storage"),
+    );
     let max = server.config.limits.max_offline_messages;
     match server
         .storage
@@ -159,6 +160,37 @@ async fn store_now(server: &Arc<Server>, mut stanza: Element, bare: &str) {
             bounce(server, &stanza, StanzaError::internal_server_error()).await;
         }
     }
+}
+
+/// Namespace of the legacy delay (XEP-0091), which clients still show.
+const LEGACY_DELAY: &str = "jabber:x:delay";
+
+/// The stanza without the delay elements (XEP-0203, and the legacy XEP-0091
+/// one) that claim to come from `domain` or an address at it.
+fn without_delays_from(stanza: Element, domain: &str) -> Element {
+    let claims_domain = |el: &Element| {
+        (el.is("delay", ns::DELAY) || el.is("x", LEGACY_DELAY))
+            && el.attr("from").is_some_and(|from| {
+                let bare = jids::bare_of(from);
+                let host = bare.rsplit_once('@').map_or(bare, |(_, d)| d);
+                host.eq_ignore_ascii_case(domain)
+            })
+    };
+    if !stanza.children().any(claims_domain) {
+        return stanza;
+    }
+    let mut kept = Element::new(stanza.name().to_owned(), stanza.ns().to_owned());
+    for (name, value) in stanza.attrs() {
+        kept.set_attr(name.to_owned(), value);
+    }
+    for node in stanza.nodes() {
+        match node {
+            Node::Element(el) if claims_domain(el) => {}
+            Node::Element(el) => kept.push(el.clone()),
+            Node::Text(t) => kept.push_text(t.clone()),
+        }
+    }
+    kept
 }
 
 /// Hands every stored message to a session that just became available, and
@@ -218,6 +250,28 @@ async fn flush(server: &Server, session: &LocalSession, node: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_delays_claiming_our_domain_are_removed() {
+        let delay = |from: &str| {
+            Element::new("delay", ns::DELAY)
+                .with_attr("from", from)
+                .with_attr("stamp", "2001-01-01T00:00:00Z")
+        };
+        let m = Element::new("message", ns::CLIENT)
+            .with_attr("id", "m")
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"))
+            .with_child(delay("example.org"))
+            .with_child(delay("Example.org/x"))
+            .with_child(delay("user@example.org"))
+            .with_child(delay("elsewhere.net"))
+            .with_child(Element::new("x", LEGACY_DELAY).with_attr("from", "example.org"));
+        let kept = without_delays_from(m, "example.org");
+        let froms: Vec<&str> = kept.children().filter_map(|c| c.attr("from")).collect();
+        assert_eq!(froms, ["elsewhere.net"]);
+        assert_eq!(kept.attr("id"), Some("m"));
+        assert_eq!(kept.child_text("body", ns::CLIENT).as_deref(), Some("hi"));
+    }
 
     #[test]
     fn chat_states_alone_are_not_stored() {

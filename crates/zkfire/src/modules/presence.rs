@@ -4,6 +4,12 @@
 //!
 //! Every check of who may see whose presence happens here, on the roster of
 //! the account it protects.
+//!
+//! What a subscription stanza may add is bounded: a request or approval that
+//! would add an item to a full roster is refused with `resource-constraint`
+//! to its sender, and so is a request to an account that already has
+//! `[limits] max_pending_subscriptions` waiting. A pending request is kept as
+//! its requester alone, which is all that is delivered again at login.
 
 use super::{offline, roster, Module};
 use crate::jids;
@@ -11,10 +17,11 @@ use crate::router::remote::RemoteSession;
 use crate::router::route;
 use crate::router::session_handle::{LocalSession, PresenceState};
 use crate::server::Server;
+use crate::stanza::{error_reply, StanzaError};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::sync::Arc;
-use zkfire_storage::{RosterItem, Subscription};
+use zkfire_storage::{RosterItem, StorageError, Subscription};
 use zkfire_xml::{ns, Element};
 
 /// Directed presence targets kept per session, so they cannot grow without bound.
@@ -106,7 +113,8 @@ pub async fn outbound(
         }
         (Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {
             let t = t.to_string();
-            subscription_out(server, &session.bare_jid, jids::bare_of(&to), &t, stanza).await
+            let contact = jids::bare_of(&to).to_string();
+            subscription_out(server, session, &contact, &t, stanza).await
         }
         (Some("probe"), Some(to)) => {
             let mut probe = presence(Some("probe"), &session.full_jid, jids::bare_of(&to));
@@ -215,7 +223,7 @@ async fn redeliver_pending_subscriptions(server: &Server, session: &LocalSession
             tracing::error!("storage: {e}");
             Vec::new()
         });
-    for (from, _) in pending {
+    for from in pending {
         let mut p = presence(Some("subscribe"), &from, &session.full_jid);
         p.set_attr("id", crate::c2s::stream::new_id());
         let _ = session.deliver(p);
@@ -322,6 +330,18 @@ pub async fn send_subscription(server: &Arc<Server>, from_bare: &str, to: &str, 
     route(server, presence(Some(ptype), from_bare, to)).await;
 }
 
+/// Puts back a pending request taken by an answer that was then refused.
+async fn restore_pending(server: &Server, node: &str, contact: &str) {
+    // No bound: it was counted when it first came.
+    if let Err(e) = server
+        .storage
+        .add_pending_subscription(node, contact, usize::MAX)
+        .await
+    {
+        tracing::error!(account = node, "storage: {e}");
+    }
+}
+
 /// Removes a pending inbound subscription request; whether there was one.
 async fn take_pending(server: &Server, node: &str, contact: &str) -> bool {
     server
@@ -334,16 +354,25 @@ async fn take_pending(server: &Server, node: &str, contact: &str) -> bool {
         })
 }
 
+/// Why a roster change did not happen.
+enum NotChanged {
+    /// It would have added an item to a full roster.
+    RosterFull,
+    /// The storage failed (logged).
+    Storage,
+}
+
 /// Changes the roster item `contact` of `user` atomically (see
-/// `Storage::update_roster_item`) and pushes it when it changed. Returns the
-/// item before and after (equal when nothing changed).
+/// `Storage::update_roster_item`, which also keeps the roster within
+/// `max_roster_items`) and pushes it when it changed. Returns the item
+/// before and after (equal when nothing changed).
 async fn change_item(
     server: &Server,
     user: &str,
     contact: &str,
     change: impl FnOnce(&mut RosterItem) + Send + 'static,
-) -> Option<(Option<RosterItem>, RosterItem)> {
-    let node = storage_node(user)?;
+) -> Result<(Option<RosterItem>, RosterItem), NotChanged> {
+    let node = storage_node(user).ok_or(NotChanged::Storage)?;
     let jid = contact.to_string();
     let boxed: zkfire_storage::RosterChange = Box::new(move |old: Option<&RosterItem>| {
         let blank = roster::new_item(&jid);
@@ -352,35 +381,46 @@ async fn change_item(
         // A change that leaves a missing item blank creates nothing.
         (old.is_some() || item != blank).then_some(item)
     });
+    let max = server.config.limits.max_roster_items;
     match server
         .storage
-        .update_roster_item(&node, contact, boxed)
+        .update_roster_item(&node, contact, boxed, max)
         .await
     {
         Ok((before, Some((version, after)))) => {
             roster::push(server, user, &roster::item_element(&after), version);
-            Some((before, after))
+            Ok((before, after))
         }
         Ok((before, None)) => {
             let same = before.clone().unwrap_or_else(|| roster::new_item(contact));
-            Some((before, same))
+            Ok((before, same))
         }
+        Err(StorageError::LimitReached(_)) => Err(NotChanged::RosterFull),
         Err(e) => {
             tracing::error!(account = user, "storage: {e}");
-            None
+            Err(NotChanged::Storage)
         }
     }
+}
+
+/// Answers a subscription stanza of the client of `session` with an error
+/// instead of sending it on.
+fn refuse(session: &LocalSession, stanza: &Element, error: StanzaError) {
+    let mut reply = error_reply(stanza, &error);
+    reply.set_attr("to", session.full_jid.clone());
+    let _ = session.deliver(reply);
 }
 
 /// The user's side of a subscription change it initiates (RFC 6121 3.1.2,
 /// 3.1.5, 3.2.2, 3.3.2, and pre-approval 3.4).
 async fn subscription_out(
     server: &Arc<Server>,
-    user: &str,
+    session: &LocalSession,
     contact: &str,
     ptype: &str,
     mut stanza: Element,
 ) {
+    let user = session.bare_jid.as_str();
     if contact == user || jids::parse(contact).is_none() {
         return;
     }
@@ -392,17 +432,21 @@ async fn subscription_out(
     };
     match ptype {
         "subscribe" => {
-            change_item(server, user, contact, |item| {
+            let changed = change_item(server, user, contact, |item| {
                 if !has_to(item) {
                     item.ask = true;
                 }
             })
             .await;
+            if let Err(NotChanged::RosterFull) = changed {
+                // RFC 6121 section 3.1.2 lets the server refuse a request.
+                return refuse(session, &stanza, roster::roster_full(server, user));
+            }
             route(server, stanza).await;
         }
         "subscribed" => {
             let pending = take_pending(server, &node, contact).await;
-            let Some((before, after)) = change_item(server, user, contact, move |item| {
+            let changed = change_item(server, user, contact, move |item| {
                 if has_from(item) {
                     return;
                 }
@@ -416,9 +460,17 @@ async fn subscription_out(
                     item.approved = true;
                 }
             })
-            .await
-            else {
-                return;
+            .await;
+            let (before, after) = match changed {
+                Ok(changed) => changed,
+                Err(NotChanged::RosterFull) => {
+                    if pending {
+                        // Still unanswered: delivered again at next login.
+                        restore_pending(server, &node, contact).await;
+                    }
+                    return refuse(session, &stanza, roster::roster_full(server, user));
+                }
+                Err(NotChanged::Storage) => return,
             };
             let had_from = before.as_ref().is_some_and(has_from);
             if pending && !had_from && has_from(&after) {
@@ -427,7 +479,7 @@ async fn subscription_out(
             }
         }
         "unsubscribe" => {
-            change_item(server, user, contact, |item| {
+            let _ = change_item(server, user, contact, |item| {
                 if has_to(item) || item.ask {
                     item.subscription = match item.subscription {
                         Subscription::Both => Subscription::From,
@@ -451,7 +503,7 @@ async fn subscription_out(
                 }
             })
             .await;
-            let existed = changed.as_ref().is_some_and(|(before, _)| before.is_some());
+            let existed = changed.as_ref().is_ok_and(|(before, _)| before.is_some());
             if pending || existed {
                 route(server, stanza).await;
                 send_unavailable_to(server, user, contact).await;
@@ -480,7 +532,7 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
     }
     match ptype {
         "subscribe" => {
-            let Some((before, after)) = change_item(server, user, &from, |item| {
+            let Ok((before, after)) = change_item(server, user, &from, |item| {
                 if !has_from(item) && item.approved {
                     item.subscription = match item.subscription {
                         Subscription::To => Subscription::Both,
@@ -501,13 +553,27 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 send_subscription(server, user, &from, "subscribed").await;
                 send_current_presence_to(server, user, &from).await;
             } else {
-                let stored = stanza.to_xml();
-                if let Err(e) = server
+                let max = server.config.limits.max_pending_subscriptions;
+                match server
                     .storage
-                    .add_pending_subscription(&node, &from, &stored)
+                    .add_pending_subscription(&node, &from, max)
                     .await
                 {
-                    tracing::error!(account = user, "storage: {e}");
+                    Ok(()) => {}
+                    Err(StorageError::LimitReached(_)) => {
+                        // Refused rather than dropped, so the requester is
+                        // not left believing it waits for an answer.
+                        tracing::info!(
+                            account = user,
+                            from = %from,
+                            max,
+                            "too many pending subscription requests: refused"
+                        );
+                        let error = StanzaError::resource_constraint()
+                            .with_text("the recipient has too many subscription requests waiting");
+                        return crate::router::bounce(server, &stanza, error).await;
+                    }
+                    Err(e) => tracing::error!(account = user, "storage: {e}"),
                 }
                 deliver_to_available(server, user, &stanza);
             }
@@ -523,7 +589,7 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 }
             })
             .await;
-            if let Some((Some(before), _)) = changed {
+            if let Ok((Some(before), _)) = changed {
                 if before.ask {
                     deliver_to_available(server, user, &stanza);
                 }
@@ -542,7 +608,7 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
             .await;
             let had_from = changed
                 .as_ref()
-                .is_some_and(|(before, _)| before.as_ref().is_some_and(has_from));
+                .is_ok_and(|(before, _)| before.as_ref().is_some_and(has_from));
             if had_from {
                 deliver_to_available(server, user, &stanza);
                 send_unavailable_to(server, user, &from).await;
@@ -563,7 +629,7 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
             .await;
             let had = changed
                 .as_ref()
-                .is_some_and(|(before, _)| before.as_ref().is_some_and(|b| has_to(b) || b.ask));
+                .is_ok_and(|(before, _)| before.as_ref().is_some_and(|b| has_to(b) || b.ask));
             if had {
                 deliver_to_available(server, user, &stanza);
             }

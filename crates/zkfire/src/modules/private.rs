@@ -7,11 +7,16 @@
 //! child under its namespace. Elements of the reserved namespaces (`jabber:*`,
 //! `http://jabber.org/*`, `vcard-temp`) or of none get `not-acceptable`
 //! (section 3); requests for another account get `forbidden`.
+//!
+//! An account keeps at most `[limits] max_private_items` namespaces and
+//! `max_private_bytes` of XML; a set that would pass either is refused
+//! whole with `resource-constraint` (the storage checks it with the write).
 
 use super::register::own_node;
 use super::{IqRequest, IqResult, IqType, Module};
 use crate::stanza::StanzaError;
 use async_trait::async_trait;
+use zkfire_storage::{Limit, PrivateXmlLimits, StorageError};
 use zkfire_xml::{ns, Element};
 
 pub struct PrivateStorage;
@@ -46,13 +51,25 @@ impl Module for PrivateStorage {
                 Ok(Some(Element::new("query", ns::PRIVATE).with_child(found)))
             }
             IqType::Set => {
-                for el in elements {
-                    if let Err(e) = storage.set_private_xml(&node, el.ns(), &el.to_xml()).await {
+                let xml: Vec<(&str, String)> =
+                    elements.iter().map(|el| (el.ns(), el.to_xml())).collect();
+                let pairs: Vec<(&str, &str)> = xml.iter().map(|(n, x)| (*n, x.as_str())).collect();
+                let limits = &req.server.config.limits;
+                let bounds = PrivateXmlLimits {
+                    max_items: limits.max_private_items,
+                    max_bytes: limits.max_private_bytes,
+                };
+                match storage.set_private_xml(&node, &pairs, bounds).await {
+                    Ok(()) => Ok(None),
+                    Err(StorageError::LimitReached(limit)) => {
+                        tracing::info!(account = %node, "private XML storage full: {limit}");
+                        Err(StanzaError::resource_constraint().with_text(full_text(limit, bounds)))
+                    }
+                    Err(e) => {
                         tracing::error!(account = %node, "cannot store private XML: {e}");
-                        return Err(StanzaError::internal_server_error());
+                        Err(StanzaError::internal_server_error())
                     }
                 }
-                Ok(None)
             }
         }
     }
@@ -95,6 +112,20 @@ fn is_reserved(namespace: &str) -> bool {
         || namespace.starts_with("jabber:")
         || namespace.starts_with("http://jabber.org/")
         || namespace == ns::VCARD
+}
+
+/// What the user is told when a set would pass a bound.
+fn full_text(limit: Limit, bounds: PrivateXmlLimits) -> String {
+    match limit {
+        Limit::PrivateXmlItems => format!(
+            "private storage is full: at most {} namespaces per account",
+            bounds.max_items
+        ),
+        _ => format!(
+            "private storage is full: at most {} bytes per account",
+            bounds.max_bytes
+        ),
+    }
 }
 
 fn stored_element(node: &str, xml: &str) -> Result<Element, StanzaError> {

@@ -1,5 +1,10 @@
 //! Roster management (RFC 6121 section 2) with roster versioning (XEP-0237):
 //! get, set and remove, and pushes to every resource of the account.
+//!
+//! Bounded by `[limits]`: the name, the number of groups and each group
+//! name of an item (past them: `not-acceptable`, RFC 6121 section 2.3.3),
+//! and the number of items (`resource-constraint`), which the storage
+//! counts under the account's lock on every path that adds one.
 
 use super::{presence, IqRequest, IqResult, IqType, Module};
 use crate::jids;
@@ -9,11 +14,6 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use zkfire_storage::{RosterItem, Subscription};
 use zkfire_xml::{ns, Element};
-
-/// Longest roster item name and group name accepted, in bytes.
-const MAX_NAME_BYTES: usize = 1024;
-/// Groups on one roster item.
-const MAX_GROUPS: usize = 64;
 
 pub struct Roster;
 
@@ -46,6 +46,13 @@ fn account_node(bare: &str) -> Result<String, StanzaError> {
 fn storage_error(e: zkfire_storage::StorageError) -> StanzaError {
     tracing::error!("storage: {e}");
     StanzaError::internal_server_error()
+}
+
+/// The error for a change that would add an item to a full roster.
+pub fn roster_full(server: &Server, account: &str) -> StanzaError {
+    let max = server.config.limits.max_roster_items;
+    tracing::info!(account, max, "roster full: item not added");
+    StanzaError::resource_constraint().with_text(format!("the roster is full: at most {max} items"))
 }
 
 async fn get(server: &Arc<Server>, node: &str, query: &Element) -> IqResult {
@@ -87,39 +94,44 @@ async fn set(server: &Arc<Server>, bare: &str, node: &str, query: &Element) -> I
     if item.attr("subscription") == Some("remove") {
         return remove(server, bare, node, &contact).await;
     }
+    let limits = &server.config.limits;
     let name = item
         .attr("name")
         .filter(|n| !n.is_empty())
         .map(str::to_string);
+    if name
+        .as_ref()
+        .is_some_and(|n| n.len() > limits.max_roster_name_bytes)
+    {
+        return Err(StanzaError::not_acceptable().with_text(format!(
+            "name longer than {} bytes",
+            limits.max_roster_name_bytes
+        )));
+    }
     let mut groups: Vec<String> = Vec::new();
     for g in item.children() {
         if !g.is("group", ns::ROSTER) {
             continue;
         }
         let g = g.text();
-        if g.is_empty() || g.len() > MAX_NAME_BYTES {
-            return Err(StanzaError::not_acceptable().with_text("invalid group name"));
+        if g.is_empty() || g.len() > limits.max_roster_group_bytes {
+            return Err(StanzaError::not_acceptable().with_text(format!(
+                "group names are 1 to {} bytes",
+                limits.max_roster_group_bytes
+            )));
         }
         if groups.contains(&g) {
             return Err(StanzaError::bad_request().with_text("duplicate group"));
         }
+        if groups.len() == limits.max_roster_groups {
+            return Err(StanzaError::not_acceptable().with_text(format!(
+                "at most {} groups per item",
+                limits.max_roster_groups
+            )));
+        }
         groups.push(g);
     }
-    if groups.len() > MAX_GROUPS || name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES) {
-        return Err(StanzaError::not_acceptable());
-    }
     let storage = &server.storage;
-    if storage
-        .roster_item(node, &contact)
-        .await
-        .map_err(storage_error)?
-        .is_none()
-    {
-        let (_, all) = storage.roster(node).await.map_err(storage_error)?;
-        if all.len() >= server.config.limits.max_roster_items {
-            return Err(StanzaError::not_allowed().with_text("roster is full"));
-        }
-    }
     // Name and groups only, under the account's lock: a subscription change
     // arriving at the same moment keeps its effect.
     let jid = contact.clone();
@@ -129,10 +141,16 @@ async fn set(server: &Arc<Server>, bare: &str, node: &str, query: &Element) -> I
         item.groups = groups;
         Some(item)
     });
-    let (before, after) = storage
-        .update_roster_item(node, &contact, change)
+    let (before, after) = match storage
+        .update_roster_item(node, &contact, change, limits.max_roster_items)
         .await
-        .map_err(storage_error)?;
+    {
+        Ok(changed) => changed,
+        Err(zkfire_storage::StorageError::LimitReached(_)) => {
+            return Err(roster_full(server, bare));
+        }
+        Err(e) => return Err(storage_error(e)),
+    };
     match after {
         Some((version, updated)) => push(server, bare, &item_element(&updated), version),
         None => {
