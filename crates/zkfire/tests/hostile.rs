@@ -5,6 +5,7 @@
 
 mod common;
 use common::client::{stream_error_condition, Closed};
+use common::steps::secured_from;
 use common::{Client, TestServer};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -185,15 +186,6 @@ impl Scene {
 fn assert_no_panic(server: &TestServer) {
     let log = server.log();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
-}
-
-/// A TLS stream from `local` (default 127.0.0.1), header exchanged.
-async fn secured_from(server: &TestServer, local: Option<IpAddr>) -> Client {
-    let mut c = Client::connect_with(server.port, local, None).await;
-    c.open().await;
-    let mut c = c.starttls(&server.cert_path()).await;
-    c.open().await;
-    c
 }
 
 /// Reads stanzas until none comes for `quiet`.

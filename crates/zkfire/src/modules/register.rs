@@ -116,16 +116,18 @@ async fn pre_auth(server: &Arc<Server>, iq: &Element, ip: IpAddr) -> IqResult {
             SetRequest::Remove => Err(StanzaError::new(ErrorType::Auth, "not-authorized")),
             SetRequest::Credentials { username, password } => {
                 let node = new_account_name(&username, &server.domain)?;
-                if !server.registration_limit.allows(ip) {
+                // Reserved before the account exists, so that registrations
+                // racing each other cannot all pass; given back on failure.
+                let Some(slot) = server.registration_limit.try_reserve(ip) else {
                     tracing::warn!(%ip, account = %node, "registration refused: too many accounts from this address");
                     return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
                         .with_text(
                             "too many accounts created from this address; try again later",
                         ));
-                }
+                };
                 match accounts::create(&*server.storage, &node, &password).await {
                     Ok(()) => {
-                        server.registration_limit.created(ip);
+                        slot.keep();
                         tracing::info!(account = %node, %ip, "account registered in-band");
                         Ok(None)
                     }
