@@ -87,6 +87,10 @@ pub struct RegistrationConfig {
     /// Accounts one client address may create per window; 0 = no limit.
     pub max_per_address: u32,
     pub per_address_window_secs: u64,
+    /// In-band password changes per account per window (each is a full
+    /// SCRAM key derivation); 0 = no limit.
+    pub password_changes_per_window: u32,
+    pub password_change_window_secs: u64,
 }
 
 impl Default for RegistrationConfig {
@@ -95,6 +99,8 @@ impl Default for RegistrationConfig {
             allow: false,
             max_per_address: 10,
             per_address_window_secs: 600,
+            password_changes_per_window: 5,
+            password_change_window_secs: 600,
         }
     }
 }
@@ -365,6 +371,7 @@ impl Config {
                 "[c2s] max_stanza_bytes must be at least 10000 (RFC 6120 section 13.12)".into(),
             ));
         }
+        self.validate_registration()?;
         self.validate_cluster()?;
         for admin in &self.server.admins {
             if jid::BareJid::new(admin).is_err() {
@@ -372,6 +379,21 @@ impl Config {
                     "[server] admins: '{admin}' is not a valid JID"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_registration(&self) -> Result<(), ConfigError> {
+        let r = &self.registration;
+        if r.max_per_address > 0 && r.per_address_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[registration] per_address_window_secs must be at least 1".into(),
+            ));
+        }
+        if r.password_changes_per_window > 0 && r.password_change_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[registration] password_change_window_secs must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -514,6 +536,8 @@ mod tests {
         let c = Config::parse("[server]\ndomain = 'a@b'\n").unwrap();
         assert!(c.validate().is_err());
         let c = Config::parse("[tls]\ncert = 'x.pem'\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[registration]\npassword_change_window_secs = 0\n").unwrap();
         assert!(c.validate().is_err());
     }
 }

@@ -8,12 +8,15 @@
 
 use super::{IqRequest, IqResult, IqType, Module};
 use crate::accounts::{self, AccountError};
+use crate::config::RegistrationConfig;
 use crate::jids;
+use crate::quota::WindowQuota;
 use crate::server::Server;
 use crate::stanza::{error_reply, iq_result, ErrorType, StanzaError};
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use zkfire_xml::{ns, Element};
 
 const INSTRUCTIONS: &str = "Choose a username and password to register with this server.";
@@ -21,6 +24,21 @@ const INSTRUCTIONS: &str = "Choose a username and password to register with this
 pub struct Register {
     /// Whether new accounts may be created in-band.
     pub allow_new: bool,
+    /// Password changes per account: each costs a full key derivation, so
+    /// one session must not be able to ask for them without end.
+    password_changes: WindowQuota<String>,
+}
+
+impl Register {
+    pub fn new(config: &RegistrationConfig) -> Self {
+        Register {
+            allow_new: config.allow,
+            password_changes: WindowQuota::new(
+                config.password_changes_per_window,
+                Duration::from_secs(config.password_change_window_secs),
+            ),
+        }
+    }
 }
 
 #[async_trait]
@@ -62,9 +80,15 @@ impl Module for Register {
                         return Err(StanzaError::not_allowed()
                             .with_text("the username is not that of this account"));
                     }
+                    let Some(slot) = self.password_changes.try_reserve(node.clone()) else {
+                        tracing::warn!(account = %node, "password change refused: too many changes");
+                        return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
+                            .with_text("too many password changes; try again later"));
+                    };
                     accounts::set_password(storage, &node, &password)
                         .await
                         .map_err(|e| account_error(&node, e))?;
+                    slot.keep();
                     tracing::info!(account = %node, "password changed in-band");
                     Ok(None)
                 }
