@@ -3,6 +3,7 @@
 //! addresses or in parallel, and changing a password without end.
 
 mod common;
+use base64::Engine;
 use common::steps::{error_condition, is_result, secured_from};
 use common::{Client, TestServer};
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
+use zkfire_sasl::client::ClientBinding;
 use zkfire_xml::{ns, Element};
 
 /// The `type` of a stanza error.
@@ -73,6 +75,71 @@ async fn thirty_concurrent_registrations_from_one_address_create_exactly_the_cap
         .filter(|l| l.contains("racer"))
         .count();
     assert_eq!(listed, 10, "accounts in the database");
+}
+
+/// The salt (base64) and iteration count of the server-first-message for
+/// `user`; the exchange is then aborted.
+async fn salt_of(server: &TestServer, mechanism: &str, user: &str) -> (String, u32) {
+    let mut c = secured_from(server, None).await;
+    let (_, server_first) = c
+        .auth_begin(mechanism, user, "whatever", ClientBinding::None)
+        .await
+        .expect("server-first-message");
+    let text = String::from_utf8(server_first).expect("UTF-8");
+    let field = |name: &str| {
+        text.split(',')
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    let salt = field("s=");
+    let iterations = field("i=").parse().expect("iteration count");
+    c.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+        .await;
+    (salt, iterations)
+}
+
+fn salt_len(b64: &str) -> usize {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("salt is base64")
+        .len()
+}
+
+// Decoy salts for accounts that do not exist stay the same across a restart
+// (so comparing salts before and after does not tell which accounts exist),
+// look like real ones (same length, same iteration count), and come from a
+// key kept in the data dir, readable by the owner only.
+#[tokio::test]
+async fn decoy_salts_survive_a_restart_and_look_like_real_ones() {
+    let mut server = TestServer::start();
+    server.add_user("alice", "alice-pass");
+    let mut before = Vec::new();
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
+        let real = salt_of(&server, mechanism, "alice").await;
+        let decoy = salt_of(&server, mechanism, "nobody").await;
+        assert_eq!(decoy.1, real.1, "{mechanism}: iteration counts differ");
+        assert_eq!(
+            salt_len(&decoy.0),
+            salt_len(&real.0),
+            "{mechanism}: salt lengths differ"
+        );
+        assert_ne!(decoy.0, real.0);
+        before.push((mechanism, real, decoy));
+    }
+    server.restart();
+    for (mechanism, real, decoy) in before {
+        assert_eq!(salt_of(&server, mechanism, "alice").await, real);
+        assert_eq!(
+            salt_of(&server, mechanism, "nobody").await,
+            decoy,
+            "{mechanism}: the decoy salt changed with the restart"
+        );
+    }
+    let key = server.dir.path().join("data").join("decoy-salt.key");
+    let meta = std::fs::metadata(&key).expect("the decoy key file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key:?}");
 }
 
 /// One SCRAM attempt from a fresh connection: how long it took, how it ended.
