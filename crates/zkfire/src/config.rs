@@ -131,10 +131,16 @@ pub struct LimitsConfig {
     pub write_timeout_secs: u64,
     /// Open connections from one IP address.
     pub connections_per_ip: usize,
-    /// Failed logins per account or per address before further attempts are slowed.
+    /// Failed logins before further attempts from that address are slowed
+    /// (see `c2s::auth_throttle` for which counts apply).
     pub failed_logins_before_delay: u32,
     /// Window over which failed logins are counted, in seconds.
     pub failed_login_window_secs: u64,
+    /// SASL exchanges under way at once for one account from one address.
+    pub logins_in_flight_per_account_and_address: u32,
+    /// SASL exchanges under way at once for one account from addresses
+    /// with failed logins in the window.
+    pub logins_in_flight_per_account: u32,
     /// Stanzas waiting for one session before it is treated as stuck and closed.
     pub max_session_queue: usize,
     /// Offline messages kept per account (XEP-0160).
@@ -156,6 +162,8 @@ impl Default for LimitsConfig {
             connections_per_ip: 100,
             failed_logins_before_delay: 5,
             failed_login_window_secs: 300,
+            logins_in_flight_per_account_and_address: 1,
+            logins_in_flight_per_account: 4,
             max_session_queue: 10_000,
             max_offline_messages: 1000,
             max_roster_items: 2000,
@@ -372,6 +380,7 @@ impl Config {
             ));
         }
         self.validate_registration()?;
+        self.validate_logins()?;
         self.validate_cluster()?;
         for admin in &self.server.admins {
             if jid::BareJid::new(admin).is_err() {
@@ -393,6 +402,21 @@ impl Config {
         if r.password_changes_per_window > 0 && r.password_change_window_secs == 0 {
             return Err(ConfigError::Invalid(
                 "[registration] password_change_window_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_logins(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.logins_in_flight_per_account_and_address == 0 || l.logins_in_flight_per_account == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] logins_in_flight_per_account_and_address and logins_in_flight_per_account must be at least 1".into(),
+            ));
+        }
+        if l.failed_login_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] failed_login_window_secs must be at least 1".into(),
             ));
         }
         Ok(())
@@ -538,6 +562,8 @@ mod tests {
         let c = Config::parse("[tls]\ncert = 'x.pem'\n").unwrap();
         assert!(c.validate().is_err());
         let c = Config::parse("[registration]\npassword_change_window_secs = 0\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[limits]\nlogins_in_flight_per_account = 0\n").unwrap();
         assert!(c.validate().is_err());
     }
 }

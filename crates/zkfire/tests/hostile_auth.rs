@@ -14,6 +14,13 @@ use tokio::time::Instant;
 use zkfire_sasl::client::ClientBinding;
 use zkfire_xml::{ns, Element};
 
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+const ELSEWHERE: [u8; 4] = [127, 0, 0, 3];
+
+fn addr(a: [u8; 4]) -> Option<IpAddr> {
+    Some(IpAddr::from(a))
+}
+
 /// The `type` of a stanza error.
 fn error_type(e: &Element) -> Option<String> {
     e.child("error", ns::CLIENT)?
@@ -153,6 +160,99 @@ async fn attempt_from(
     let start = Instant::now();
     let r = c.auth("SCRAM-SHA-256", user, password).await;
     (start.elapsed(), r)
+}
+
+// An attacker guessing dave's password from 127.0.0.2 is slowed, but dave
+// himself, from 127.0.0.3 where nothing failed, logs in at once: the guesser
+// cannot lock the real user out. failed_logins_before_delay = 8 and ten
+// guesses: the ninth and tenth wait (1 s, 2 s); under a per-account count
+// dave would wait 4 s.
+#[tokio::test]
+async fn a_guessing_address_does_not_slow_the_real_user_elsewhere() {
+    let server = TestServer::with_config(&[("limits", "failed_logins_before_delay = 8")]);
+    server.add_user("dave", "dave-pass");
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let (t, r) = attempt_from(&server, addr(ATTACKER), "dave", "guess").await;
+        assert_eq!(r, Err("not-authorized".to_string()));
+        times.push(t);
+    }
+    assert!(
+        times[8] >= Duration::from_millis(900) && times[9] >= Duration::from_millis(1900),
+        "the guesser was not slowed: {times:?}"
+    );
+    let (t, r) = attempt_from(&server, addr(ELSEWHERE), "dave", "dave-pass").await;
+    assert_eq!(r, Ok(()));
+    assert!(
+        t < Duration::from_secs(1),
+        "dave waited {t:?} for the guesser"
+    );
+    // The guesser is still slowed after dave's success.
+    let (t, r) = attempt_from(&server, addr(ATTACKER), "dave", "guess").await;
+    assert_eq!(r, Err("not-authorized".to_string()));
+    assert!(
+        t >= Duration::from_millis(3900),
+        "guesser not slowed: {t:?}"
+    );
+}
+
+// Parallel guesses for one account from one address: one SASL exchange at a
+// time. Twelve connections from 127.0.0.2 start SCRAM for dave together;
+// one gets the server-first-message, the other eleven temporary-auth-failure
+// at once. Meanwhile dave logs in from another address, and once the
+// guesser's exchange is over its address may try again.
+#[tokio::test]
+async fn parallel_guesses_for_one_account_from_one_address_are_one_at_a_time() {
+    const N: usize = 12;
+    let server = Arc::new(TestServer::start());
+    server.add_user("dave", "dave-pass");
+    let barrier = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let server = server.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = secured_from(&server, addr(ATTACKER)).await;
+            barrier.wait().await;
+            let begun = c
+                .auth_begin("SCRAM-SHA-256", "dave", "guess", ClientBinding::None)
+                .await;
+            (c, begun)
+        }));
+    }
+    let mut running = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (c, begun) = t.await.expect("task");
+        match begun {
+            Ok(exchange) => running.push((c, exchange)),
+            Err(condition) => {
+                assert_eq!(condition, "temporary-auth-failure");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (running.len(), refused),
+        (1, N - 1),
+        "guesses in flight at once"
+    );
+
+    let (t, r) = attempt_from(&server, addr(ELSEWHERE), "dave", "dave-pass").await;
+    assert_eq!(r, Ok(()), "dave from another address");
+    assert!(t < Duration::from_secs(1), "dave waited {t:?}");
+
+    let (mut c, (scram, server_first)) = running.pop().expect("one exchange");
+    assert_eq!(
+        c.auth_finish(scram, &server_first).await,
+        Err("not-authorized".to_string())
+    );
+    let (_, r) = attempt_from(&server, addr(ATTACKER), "dave", "guess").await;
+    assert_eq!(
+        r,
+        Err("not-authorized".to_string()),
+        "the slot was not freed"
+    );
 }
 
 fn password_change(id: &str, password: &str) -> String {
