@@ -12,8 +12,10 @@ use crate::{ScramCredentials, ScramHash, UserCredentials, DEFAULT_ITERATIONS};
 static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
 
 /// Sets the secret decoy salts are derived from. Without it a random one is
-/// made on first use, so decoy salts change when the server restarts; a
-/// server that persists a secret keeps them stable across restarts too.
+/// made on first use, so decoy salts would change when the server restarts
+/// and differ between servers, and comparing them would tell missing
+/// accounts from real ones: a server sets a secret it keeps (and shares
+/// with the other nodes of its cluster) before its first login.
 /// Returns `false` when a secret is already in use (it is then left as is).
 pub fn set_unknown_user_secret(secret: [u8; 32]) -> bool {
     SECRET.set(secret).is_ok()
@@ -80,5 +82,18 @@ mod tests {
         assert!(a1.is_usable());
         assert_eq!(a.salt.len(), SALT_LEN);
         assert_eq!(a.iterations, DEFAULT_ITERATIONS);
+    }
+
+    #[test]
+    fn shaped_like_the_keys_of_a_new_password() {
+        let real = UserCredentials::from_password("pencil", DEFAULT_ITERATIONS).unwrap();
+        let decoy = user_credentials("nobody").unwrap();
+        for hash in [ScramHash::Sha1, ScramHash::Sha256] {
+            let (r, d) = (real.for_hash(hash), decoy.for_hash(hash));
+            assert_eq!(d.iterations, r.iterations);
+            assert_eq!(d.salt.len(), r.salt.len());
+            assert_eq!(d.stored_key.len(), r.stored_key.len());
+            assert_eq!(d.server_key.len(), r.server_key.len());
+        }
     }
 }

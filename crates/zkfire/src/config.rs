@@ -87,6 +87,10 @@ pub struct RegistrationConfig {
     /// Accounts one client address may create per window; 0 = no limit.
     pub max_per_address: u32,
     pub per_address_window_secs: u64,
+    /// In-band password changes per account per window (each is a full
+    /// SCRAM key derivation); 0 = no limit.
+    pub password_changes_per_window: u32,
+    pub password_change_window_secs: u64,
 }
 
 impl Default for RegistrationConfig {
@@ -95,6 +99,8 @@ impl Default for RegistrationConfig {
             allow: false,
             max_per_address: 10,
             per_address_window_secs: 600,
+            password_changes_per_window: 5,
+            password_change_window_secs: 600,
         }
     }
 }
@@ -125,10 +131,16 @@ pub struct LimitsConfig {
     pub write_timeout_secs: u64,
     /// Open connections from one IP address.
     pub connections_per_ip: usize,
-    /// Failed logins per account or per address before further attempts are slowed.
+    /// Failed logins before further attempts from that address are slowed
+    /// (see `c2s::auth_throttle` for which counts apply).
     pub failed_logins_before_delay: u32,
     /// Window over which failed logins are counted, in seconds.
     pub failed_login_window_secs: u64,
+    /// SASL exchanges under way at once for one account from one address.
+    pub logins_in_flight_per_account_and_address: u32,
+    /// SASL exchanges under way at once for one account from addresses
+    /// with failed logins in the window.
+    pub logins_in_flight_per_account: u32,
     /// Stanzas waiting for one session before it is treated as stuck and closed.
     pub max_session_queue: usize,
     /// Offline messages kept per account (XEP-0160).
@@ -163,6 +175,8 @@ impl Default for LimitsConfig {
             connections_per_ip: 100,
             failed_logins_before_delay: 5,
             failed_login_window_secs: 300,
+            logins_in_flight_per_account_and_address: 1,
+            logins_in_flight_per_account: 4,
             max_session_queue: 10_000,
             max_offline_messages: 1000,
             max_roster_items: 2000,
@@ -410,6 +424,8 @@ impl Config {
                 "[stream_management] max_unacked_bytes and max_detached_bytes_per_account must be at least [c2s] max_stanza_bytes".into(),
             ));
         }
+        self.validate_registration()?;
+        self.validate_logins()?;
         self.validate_cluster()?;
         self.validate_account_limits()?;
         for admin in &self.server.admins {
@@ -435,6 +451,36 @@ impl Config {
         if l.max_private_items > 0 && l.max_private_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "[limits] max_private_bytes must be at least 1 when max_private_items > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_registration(&self) -> Result<(), ConfigError> {
+        let r = &self.registration;
+        if r.max_per_address > 0 && r.per_address_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[registration] per_address_window_secs must be at least 1".into(),
+            ));
+        }
+        if r.password_changes_per_window > 0 && r.password_change_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[registration] password_change_window_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_logins(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.logins_in_flight_per_account_and_address == 0 || l.logins_in_flight_per_account == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] logins_in_flight_per_account_and_address and logins_in_flight_per_account must be at least 1".into(),
+            ));
+        }
+        if l.failed_login_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[limits] failed_login_window_secs must be at least 1".into(),
             ));
         }
         Ok(())
@@ -629,6 +675,10 @@ mod tests {
             Config::parse("[limits]\nmax_roster_group_bytes = 0\nmax_roster_groups = 0\n").unwrap();
         c.validate().unwrap();
         let c = Config::parse("[limits]\nmax_private_bytes = 0\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[registration]\npassword_change_window_secs = 0\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[limits]\nlogins_in_flight_per_account = 0\n").unwrap();
         assert!(c.validate().is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod jids;
 pub mod logging;
 pub mod modules;
+pub mod quota;
 pub mod router;
 pub mod serve;
 pub mod server;

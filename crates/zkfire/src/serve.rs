@@ -13,6 +13,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+    crate::c2s::decoy_key::install(&config)?;
     let tls = TlsContext::from_config(&config)?;
     let storage = zkfire_storage::open(&config.storage_url())
         .await

@@ -1,7 +1,7 @@
 //! The running server: configuration, storage, directory and modules, shared
 //! by every task.
 
-use crate::c2s::auth_throttle::AuthThrottle;
+use crate::c2s::auth_throttle::{AuthThrottle, ThrottleLimits};
 use crate::c2s::conn_limit::ConnLimiter;
 use crate::c2s::registration_limit::RegistrationLimit;
 use crate::c2s::stream_mgmt::SmRegistry;
@@ -60,10 +60,12 @@ impl Server {
         let modules = Modules::standard(&config);
         let clustered = config.cluster.enabled;
         let conn_limiter = ConnLimiter::new(config.limits.connections_per_ip);
-        let auth_throttle = AuthThrottle::new(
-            config.limits.failed_logins_before_delay,
-            std::time::Duration::from_secs(config.limits.failed_login_window_secs),
-        );
+        let auth_throttle = AuthThrottle::new(ThrottleLimits {
+            free_attempts: config.limits.failed_logins_before_delay,
+            window: std::time::Duration::from_secs(config.limits.failed_login_window_secs),
+            in_flight_per_pair: config.limits.logins_in_flight_per_account_and_address,
+            in_flight_per_account: config.limits.logins_in_flight_per_account,
+        });
         let registration_limit = RegistrationLimit::new(
             config.registration.max_per_address,
             std::time::Duration::from_secs(config.registration.per_address_window_secs),

@@ -2,6 +2,7 @@
 
 pub mod auth_throttle;
 pub mod conn_limit;
+pub mod decoy_key;
 pub mod listener;
 pub mod negotiation;
 pub mod registration_limit;

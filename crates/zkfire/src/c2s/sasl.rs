@@ -52,6 +52,8 @@ pub async fn authenticate(
         None => Step::Failure(Failure::IncorrectEncoding),
     };
     let mut account: Option<String> = None;
+    // The throttle's in-flight slots, held until the exchange ends.
+    let mut _attempt = None;
     loop {
         step = match step {
             Step::Challenge(data) => {
@@ -83,7 +85,16 @@ pub async fn authenticate(
             }
             Step::NeedCredentials { username } => {
                 let node = normalize_username(&username, &server.domain);
-                tokio::time::sleep(server.auth_throttle.delay(ip, node.as_deref())).await;
+                let attempt = match server.auth_throttle.begin(ip, node.as_deref()) {
+                    Ok(a) => a,
+                    Err(busy) => {
+                        tracing::warn!(peer = %stream.peer(), account = node.as_deref().unwrap_or("-"), "login refused: {busy}");
+                        stream.queue(&sasl_failure(Failure::TemporaryAuthFailure.condition()));
+                        return AuthOutcome::Failed;
+                    }
+                };
+                tokio::time::sleep(attempt.delay()).await;
+                _attempt = Some(attempt);
                 let creds = match &node {
                     // A database that does not answer soon gets the client a
                     // temporary failure it can retry, not a silent wait.
@@ -136,7 +147,7 @@ pub async fn authenticate(
                 if let Err(e) = stream.flush().await {
                     return AuthOutcome::Broken(ReadError::Io(e));
                 }
-                server.auth_throttle.succeeded(&node);
+                server.auth_throttle.succeeded(ip, &node);
                 tracing::info!(peer = %stream.peer(), account = %bare, mechanism = mechanism.name(), "authenticated");
                 return AuthOutcome::Success(node);
             }

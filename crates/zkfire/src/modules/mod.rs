@@ -108,9 +108,7 @@ impl Modules {
             Arc::new(private::PrivateStorage),
             Arc::new(blocking::Blocking),
         ];
-        list.push(Arc::new(register::Register {
-            allow_new: config.registration.allow,
-        }));
+        list.push(Arc::new(register::Register::new(&config.registration)));
         Modules::new(list)
     }
 

@@ -8,12 +8,15 @@
 
 use super::{IqRequest, IqResult, IqType, Module};
 use crate::accounts::{self, AccountError};
+use crate::config::RegistrationConfig;
 use crate::jids;
+use crate::quota::WindowQuota;
 use crate::server::Server;
 use crate::stanza::{error_reply, iq_result, ErrorType, StanzaError};
 use async_trait::async_trait;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use zkfire_xml::{ns, Element};
 
 const INSTRUCTIONS: &str = "Choose a username and password to register with this server.";
@@ -21,6 +24,21 @@ const INSTRUCTIONS: &str = "Choose a username and password to register with this
 pub struct Register {
     /// Whether new accounts may be created in-band.
     pub allow_new: bool,
+    /// Password changes per account: each costs a full key derivation, so
+    /// one session must not be able to ask for them without end.
+    password_changes: WindowQuota<String>,
+}
+
+impl Register {
+    pub fn new(config: &RegistrationConfig) -> Self {
+        Register {
+            allow_new: config.allow,
+            password_changes: WindowQuota::new(
+                config.password_changes_per_window,
+                Duration::from_secs(config.password_change_window_secs),
+            ),
+        }
+    }
 }
 
 #[async_trait]
@@ -62,9 +80,15 @@ impl Module for Register {
                         return Err(StanzaError::not_allowed()
                             .with_text("the username is not that of this account"));
                     }
+                    let Some(slot) = self.password_changes.try_reserve(node.clone()) else {
+                        tracing::warn!(account = %node, "password change refused: too many changes");
+                        return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
+                            .with_text("too many password changes; try again later"));
+                    };
                     accounts::set_password(storage, &node, &password)
                         .await
                         .map_err(|e| account_error(&node, e))?;
+                    slot.keep();
                     tracing::info!(account = %node, "password changed in-band");
                     Ok(None)
                 }
@@ -116,16 +140,18 @@ async fn pre_auth(server: &Arc<Server>, iq: &Element, ip: IpAddr) -> IqResult {
             SetRequest::Remove => Err(StanzaError::new(ErrorType::Auth, "not-authorized")),
             SetRequest::Credentials { username, password } => {
                 let node = new_account_name(&username, &server.domain)?;
-                if !server.registration_limit.allows(ip) {
+                // Reserved before the account exists, so that registrations
+                // racing each other cannot all pass; given back on failure.
+                let Some(slot) = server.registration_limit.try_reserve(ip) else {
                     tracing::warn!(%ip, account = %node, "registration refused: too many accounts from this address");
                     return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
                         .with_text(
                             "too many accounts created from this address; try again later",
                         ));
-                }
+                };
                 match accounts::create(&*server.storage, &node, &password).await {
                     Ok(()) => {
-                        server.registration_limit.created(ip);
+                        slot.keep();
                         tracing::info!(account = %node, %ip, "account registered in-band");
                         Ok(None)
                     }

@@ -239,6 +239,19 @@ impl Client {
         password: &str,
         binding: ClientBinding,
     ) -> Result<(), String> {
+        let (scram, server_first) = self.auth_begin(mechanism, user, password, binding).await?;
+        self.auth_finish(scram, &server_first).await
+    }
+
+    /// The first half of a SCRAM login: sends the client-first-message and
+    /// returns the server-first-message; Err(condition) on `<failure/>`.
+    pub async fn auth_begin(
+        &mut self,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+        binding: ClientBinding,
+    ) -> Result<(ScramClient, Vec<u8>), String> {
         let hash = if mechanism.starts_with("SCRAM-SHA-256") {
             ScramHash::Sha256
         } else {
@@ -256,7 +269,17 @@ impl Client {
             return Err(failure_condition(&challenge));
         }
         let server_first = b64.decode(challenge.text().trim()).expect("base64");
-        let fin = scram.client_final(&server_first).expect("server-first");
+        Ok((scram, server_first))
+    }
+
+    /// The second half of a SCRAM login begun with [`Client::auth_begin`].
+    pub async fn auth_finish(
+        &mut self,
+        mut scram: ScramClient,
+        server_first: &[u8],
+    ) -> Result<(), String> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let fin = scram.client_final(server_first).expect("server-first");
         self.send(&format!(
             "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
             b64.encode(fin)

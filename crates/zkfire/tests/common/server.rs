@@ -45,6 +45,24 @@ fn config_text(dir: &std::path::Path, port: u16, tls_port: u16, extra: &[(&str, 
     out
 }
 
+/// Runs `zkfire serve` on `config_path`, its log appended to `dir/zkfire.log`.
+fn spawn(config_path: &std::path::Path, dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("zkfire.log"))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_zkfire"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start zkfire")
+}
+
 impl TestServer {
     pub fn start() -> TestServer {
         Self::with_config(&[])
@@ -57,16 +75,7 @@ impl TestServer {
         let config_path = dir.path().join("zkfire.toml");
         std::fs::write(&config_path, config_text(dir.path(), port, tls_port, extra))
             .expect("config");
-        let log = std::fs::File::create(dir.path().join("zkfire.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_zkfire"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start zkfire");
+        let child = spawn(&config_path, dir.path());
         let mut server = TestServer {
             child: Some(child),
             dir,
@@ -76,6 +85,14 @@ impl TestServer {
         };
         server.wait_ready();
         server
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same config,
+    /// data dir and ports; the log goes on in the same file.
+    pub fn restart(&mut self) {
+        assert!(self.stop(), "zkfire did not stop cleanly:\n{}", self.log());
+        self.child = Some(spawn(&self.config_path, self.dir.path()));
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {

@@ -77,3 +77,12 @@ pub async fn send_numbered(c: &mut Client, n: usize) {
         .await;
     }
 }
+
+/// A TLS stream from `local` (default 127.0.0.1), header exchanged (SASL is next).
+pub async fn secured_from(server: &super::TestServer, local: Option<std::net::IpAddr>) -> Client {
+    let mut c = Client::connect_with(server.port, local, None).await;
+    c.open().await;
+    let mut c = c.starttls(&server.cert_path()).await;
+    c.open().await;
+    c
+}
