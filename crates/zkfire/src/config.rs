@@ -352,10 +352,12 @@ impl Default for ManagedZooKeeperConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// The I/O error is part of the message, not a `source`: printed as a
+    /// chain (`{:#}`) it would otherwise appear twice.
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -369,9 +371,9 @@ impl Config {
         let config = match path {
             None => Config::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    error,
                 })?;
                 Config::parse(&text).map_err(|e| match e {
                     ConfigError::Parse { message, .. } => ConfigError::Parse {
@@ -553,9 +555,9 @@ impl Config {
         let secret = match (&self.cluster.secret, &self.cluster.secret_file) {
             (Some(s), _) => s.clone(),
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read {
+                .map_err(|error| ConfigError::Read {
                     path: path.clone(),
-                    source,
+                    error,
                 })?
                 .lines()
                 .next()

@@ -99,7 +99,12 @@ fn check_config_names_unknown_keys_and_bad_values() {
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert!(stderr(&missing).contains("cannot read"));
+    let said = stderr(&missing);
+    assert!(
+        said.contains("cannot read /nonexistent/zkfire.toml"),
+        "{said}"
+    );
+    assert_eq!(said.matches("os error 2").count(), 1, "said once: {said}");
 }
 
 #[tokio::test]

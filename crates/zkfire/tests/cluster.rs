@@ -86,9 +86,15 @@ async fn one_user_on_two_nodes() {
     let mut b1 = Client::login(cluster.node(0), "bob", "pw", "one").await;
     let mut b2 = Client::login(cluster.node(1), "bob", "pw", "two").await;
     b1.send("<presence><priority>1</priority></presence>").await;
+    b1.next_matching(presence_from("bob@localhost/one", None))
+        .await;
+    // Node 2 has heard of it before bob's second resource comes online.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     b2.send("<presence><priority>5</priority></presence>").await;
-    // Each resource sees the other's presence.
+    // Each resource sees the other's presence (RFC 6121 4.2.2).
     b1.next_matching(presence_from("bob@localhost/two", None))
+        .await;
+    b2.next_matching(presence_from("bob@localhost/one", None))
         .await;
     let mut a = Client::login(cluster.node(0), "alice", "pw", "a").await;
     a.send("<message to='bob@localhost' type='chat'><body>to the best</body></message>")

@@ -331,3 +331,34 @@ async fn simultaneous_mutual_subscriptions_both_end_as_both() {
         }
     }
 }
+
+/// RFC 6121 4.2.2: a user is subscribed to its own presence, so a resource
+/// coming online sees the user's other available resources, and they see it.
+#[tokio::test]
+async fn a_new_resource_sees_the_users_other_resources() {
+    let server = TestServer::start();
+    server.add_user("bob", "pw");
+    let mut r1 = Client::login(&server, "bob", "pw", "r1").await;
+    r1.send("<presence><show>away</show></presence>").await;
+    r1.next_matching(presence_from("bob@localhost/r1", None))
+        .await;
+    let mut r2 = Client::login(&server, "bob", "pw", "r2").await;
+    r2.available().await;
+    r1.next_matching(presence_from("bob@localhost/r2", None))
+        .await;
+    let seen = r2
+        .next_matching(presence_from("bob@localhost/r1", None))
+        .await;
+    assert_eq!(seen.child_text("show", ns::CLIENT).as_deref(), Some("away"));
+    // One that is not available is not shown.
+    let _r3 = Client::login(&server, "bob", "pw", "r3").await;
+    let mut r4 = Client::login(&server, "bob", "pw", "r4").await;
+    r4.available().await;
+    let r3 = r4
+        .none_within(
+            Duration::from_millis(500),
+            presence_from("bob@localhost/r3", None),
+        )
+        .await;
+    assert!(r3.is_ok(), "{r3:?}");
+}

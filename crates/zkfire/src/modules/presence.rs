@@ -196,6 +196,7 @@ async fn broadcast(
         return;
     }
     if initial {
+        own_resources_to(server, session);
         for item in items.iter().filter(|i| has_to(i)) {
             route(
                 server,
@@ -207,6 +208,24 @@ async fn broadcast(
         if priority >= 0 {
             offline::deliver_stored(server, session).await;
         }
+    }
+}
+
+/// RFC 6121 sections 4.2.2 and 4.3.2: a user is subscribed to its own
+/// presence, so a resource that becomes available learns of the user's other
+/// available resources, on any node, as a probe of the own bare JID would.
+fn own_resources_to(server: &Server, session: &LocalSession) {
+    for other in server.directory.resources(&session.bare_jid) {
+        if other.full_jid() == session.full_jid {
+            continue;
+        }
+        let p = other.presence();
+        let Some(mut last) = p.last.filter(|_| p.available) else {
+            continue;
+        };
+        last.set_attr("from", other.full_jid().to_string());
+        last.set_attr("to", session.full_jid.clone());
+        let _ = session.deliver(last);
     }
 }
 
