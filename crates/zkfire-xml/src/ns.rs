@@ -29,3 +29,6 @@ pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const MSGOFFLINE: &str = "msgoffline";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const HINTS: &str = "urn:xmpp:hints";

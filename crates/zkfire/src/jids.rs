@@ -14,6 +14,11 @@ pub fn node_of(jid: &str) -> Option<String> {
 }
 
 /// The bare part of a JID string, without normalizing.
+/// The resource part of a full JID, if any.
+pub fn resource_of(jid: &str) -> Option<&str> {
+    jid.split_once('/').map(|(_, r)| r)
+}
+
 pub fn bare_of(jid: &str) -> &str {
     jid.split_once('/').map_or(jid, |(b, _)| b)
 }

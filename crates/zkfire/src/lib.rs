@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cluster_xml;
 pub mod config;
+pub mod hooks;
 pub mod jids;
 pub mod logging;
 pub mod modules;

@@ -94,6 +94,15 @@ impl Server {
         })
     }
 
+    /// Tells the other nodes of the cluster, if any, what this session of
+    /// this node is now (presence, flags, resumption id, blocklist).
+    pub fn announce_session(&self, session: &crate::router::session_handle::LocalSession) {
+        if let Some(cluster) = &self.cluster {
+            let list = self.blocklists.get(&session.bare_jid).map(|l| l.clone());
+            cluster.announce(session, list);
+        }
+    }
+
     /// Where clients of this node should go when it stops, if anywhere.
     pub fn redirect(&self) -> Option<String> {
         self.redirect_to.read().ok().and_then(|r| r.clone())

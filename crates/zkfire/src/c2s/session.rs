@@ -312,14 +312,7 @@ impl Session {
 
     /// Tells the other nodes of the cluster, if any, what this session is now.
     fn announce(&self) {
-        if let Some(cluster) = &self.server.cluster {
-            let list = self
-                .server
-                .blocklists
-                .get(&self.handle.bare_jid)
-                .map(|l| l.clone());
-            cluster.announce(&self.handle, list);
-        }
+        self.server.announce_session(&self.handle);
     }
 
     /// While waiting for resumption: whether what it holds for its client
@@ -457,6 +450,9 @@ impl Session {
         if let Ok(mut id) = self.handle.sm_id.lock() {
             *id = Some(previd.to_string());
         }
+        for flag in &state.flags {
+            self.handle.set_flag(flag, true);
+        }
         self.server.sm.insert(previd, &self.handle);
         let mut sm = SmState::new(Some(previd.to_string()));
         sm.inbound = state.inbound;
@@ -531,6 +527,7 @@ impl Session {
             presence: p.last.as_ref().map(Element::to_xml),
             directed: self.presence.directed.iter().cloned().collect(),
             last_status: self.presence.last_status.clone(),
+            flags: self.handle.flags(),
         };
         if request.reply.send(Some(Box::new(state))).is_err() {
             // Nobody waits for it any more: end as any session ends, with
@@ -656,6 +653,14 @@ impl Session {
                     el.set_attr("to", self.handle.bare_jid.clone());
                 }
                 if self.outbound_blocked(stream, &el).await {
+                    return End::No;
+                }
+                let hooks = &self.server.modules;
+                if hooks
+                    .message_from_client(&self.server, &self.handle, &mut el)
+                    .await
+                    == crate::hooks::Flow::Consumed
+                {
                     return End::No;
                 }
                 match to {

@@ -7,7 +7,7 @@ use super::link::{answer_within, state_of};
 use super::protocol::{BusMessage, SessionState};
 use crate::modules::{offline, presence};
 use crate::router::copies::{Copies, Report};
-use crate::router::remote::RemoteSession;
+use crate::router::remote::{Announced, RemoteSession};
 use crate::router::session_handle::{PresenceState, SessionCommand};
 use crate::server::Server;
 use std::sync::Arc;
@@ -138,9 +138,12 @@ fn remote_session(
         &state.full_jid,
         presence,
         link,
-        state.bound_at,
-        state.sm_id.clone(),
-        state.detached,
+        Announced {
+            bound_at: state.bound_at,
+            sm_id: state.sm_id.clone(),
+            detached: state.detached,
+            flags: state.flags.clone(),
+        },
     )
     .map(Arc::new)
 }

@@ -125,6 +125,7 @@ pub fn state_of(session: &LocalSession, blocklist: Option<Arc<Vec<String>>>) -> 
         blocklist: blocklist.map(|l| l.as_ref().clone()),
         directed: p.directed,
         detached: session.is_detached(),
+        flags: session.flags(),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct SessionState {
     /// nodes do not reroute stanzas to it while a connected resource exists.
     #[serde(default)]
     pub detached: bool,
+    /// What its client turned on that routing must honour (e.g. "carbons").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// Everything a session is, handed from the node that held it to the node
@@ -48,6 +51,9 @@ pub struct HandoverState {
     pub presence: Option<String>,
     pub directed: Vec<String>,
     pub last_status: String,
+    /// Its session flags (e.g. "carbons"): a resumed session keeps them.
+    #[serde(default)]
+    pub flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,9 @@
 //! Server modules: one XMPP feature (an RFC section or a XEP) each, with one
-//! registration point. Disco features come from the registered modules.
+//! registration point. Disco features come from the registered modules, and
+//! so do the hooks on the stanza path (crate::hooks).
 
+use crate::hooks::{Flow, MessageHooks};
+use crate::router::session_handle::LocalSession;
 use crate::server::Server;
 use crate::stanza::StanzaError;
 use async_trait::async_trait;
@@ -9,6 +12,7 @@ use std::sync::Arc;
 use zkfire_xml::Element;
 
 pub mod blocking;
+pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod offline;
@@ -74,12 +78,19 @@ pub trait Module: Send + Sync {
         let _ = req;
         Err(StanzaError::service_unavailable())
     }
+
+    /// Its hooks on messages, if it has any (`Some(self)`).
+    fn message_hooks(&self) -> Option<&dyn MessageHooks> {
+        None
+    }
 }
 
 /// The registered modules and the IQ namespaces they answer.
 pub struct Modules {
     list: Vec<Arc<dyn Module>>,
     by_ns: HashMap<&'static str, Arc<dyn Module>>,
+    /// The modules with message hooks, in the order they run.
+    message_hooked: Vec<Arc<dyn Module>>,
 }
 
 impl Modules {
@@ -90,7 +101,50 @@ impl Modules {
                 by_ns.insert(*ns, m.clone());
             }
         }
-        Modules { list, by_ns }
+        let mut message_hooked: Vec<Arc<dyn Module>> = list
+            .iter()
+            .filter(|m| m.message_hooks().is_some())
+            .cloned()
+            .collect();
+        message_hooked
+            .sort_by_key(|m| std::cmp::Reverse(m.message_hooks().map_or(0, |h| h.priority())));
+        Modules {
+            list,
+            by_ns,
+            message_hooked,
+        }
+    }
+
+    /// Runs the `sent_by_client` hooks until one consumes the message.
+    pub async fn message_from_client(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<LocalSession>,
+        msg: &mut Element,
+    ) -> Flow {
+        for m in &self.message_hooked {
+            if let Some(h) = m.message_hooks() {
+                if h.sent_by_client(server, session, msg).await == Flow::Consumed {
+                    return Flow::Consumed;
+                }
+            }
+        }
+        Flow::Pass
+    }
+
+    /// Runs the `delivering` hooks.
+    pub async fn message_delivering(
+        &self,
+        server: &Arc<Server>,
+        msg: &Element,
+        bare: &str,
+        to: &[&str],
+    ) {
+        for m in &self.message_hooked {
+            if let Some(h) = m.message_hooks() {
+                h.delivering(server, msg, bare, to).await;
+            }
+        }
     }
 
     /// All modules of a full server.
@@ -107,6 +161,7 @@ impl Modules {
             Arc::new(vcard::VCard),
             Arc::new(private::PrivateStorage),
             Arc::new(blocking::Blocking),
+            Arc::new(carbons::Carbons),
         ];
         list.push(Arc::new(register::Register::new(&config.registration)));
         Modules::new(list)

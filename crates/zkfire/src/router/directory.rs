@@ -68,6 +68,14 @@ impl Resource {
         }
     }
 
+    /// Whether the client turned this session flag on (e.g. "carbons").
+    pub fn has_flag(&self, flag: &str) -> bool {
+        match self {
+            Resource::Local(s) => s.has_flag(flag),
+            Resource::Remote(s) => s.flags.iter().any(|f| f == flag),
+        }
+    }
+
     /// Whether its client is connected: not waiting for resumption.
     pub fn is_connected(&self) -> bool {
         match self {

@@ -25,6 +25,13 @@ pub async fn deliver(
     };
     if let Some(resource) = resource {
         if let Some(session) = server.directory.resource(bare, resource) {
+            if msg_type != "error" {
+                let to = [session.full_jid()];
+                server
+                    .modules
+                    .message_delivering(server, &stanza, bare, &to)
+                    .await;
+            }
             match session.deliver(stanza) {
                 Ok(()) => return,
                 Err(back) => stanza = back,
@@ -43,7 +50,13 @@ pub async fn deliver(
         "error" => {}
         "groupchat" => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         "headline" => {
-            for (session, _) in available(server, bare) {
+            let all = available(server, bare);
+            let to: Vec<&str> = all.iter().map(|(s, _)| s.full_jid()).collect();
+            server
+                .modules
+                .message_delivering(server, &stanza, bare, &to)
+                .await;
+            for (session, _) in all {
                 let _ = session.deliver(stanza.clone());
             }
         }
@@ -72,6 +85,10 @@ pub async fn deliver_to_best(server: &Arc<Server>, stanza: Element, bare: &str) 
         // Earlier messages for this account are on their way through
         // offline storage (it was not available a moment ago): this one
         // follows them, so the recipient gets them in the order sent.
+        server
+            .modules
+            .message_delivering(server, &stanza, bare, &[])
+            .await;
         return offline::store_or_bounce(server, stanza, bare).await;
     }
     let mut candidates = available(server, bare);
@@ -82,6 +99,11 @@ pub async fn deliver_to_best(server: &Arc<Server>, stanza: Element, bare: &str) 
         .take_while(|(_, p)| Some(*p) == best)
         .count();
     let (chosen, others) = candidates.split_at(tied);
+    let to: Vec<&str> = chosen.iter().map(|(s, _)| s.full_jid()).collect();
+    server
+        .modules
+        .message_delivering(server, &stanza, bare, &to)
+        .await;
     let Some(((last, _), firsts)) = chosen.split_last() else {
         return offline::store_or_bounce(server, stanza, bare).await;
     };

@@ -36,8 +36,18 @@ pub struct RemoteSession {
     pub sm_id: Option<String>,
     /// Waiting for resumption without a connection, as its node announced.
     pub detached: bool,
+    /// Its session flags (see `LocalSession::set_flag`), as announced.
+    pub flags: Vec<String>,
     presence: Mutex<PresenceState>,
     link: Arc<dyn RemoteLink>,
+}
+
+/// What a node announced of one of its sessions, besides its presence.
+pub struct Announced {
+    pub bound_at: u64,
+    pub sm_id: Option<String>,
+    pub detached: bool,
+    pub flags: Vec<String>,
 }
 
 impl RemoteSession {
@@ -46,9 +56,7 @@ impl RemoteSession {
         full_jid: &str,
         presence: PresenceState,
         link: Arc<dyn RemoteLink>,
-        bound_at: u64,
-        sm_id: Option<String>,
-        detached: bool,
+        announced: Announced,
     ) -> Option<Self> {
         let (bare, resource) = full_jid.split_once('/')?;
         Some(RemoteSession {
@@ -56,9 +64,10 @@ impl RemoteSession {
             full_jid: full_jid.to_string(),
             bare_jid: bare.to_string(),
             resource: resource.to_string(),
-            bound_at,
-            sm_id,
-            detached,
+            bound_at: announced.bound_at,
+            sm_id: announced.sm_id,
+            detached: announced.detached,
+            flags: announced.flags,
             presence: Mutex::new(presence),
             link,
         })

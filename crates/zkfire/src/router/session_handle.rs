@@ -91,6 +91,9 @@ pub struct LocalSession {
     pub presence: Mutex<PresenceState>,
     /// Stream management resumption id, once the client enabled it.
     pub sm_id: Mutex<Option<String>>,
+    /// What the client turned on for this session that routing anywhere in
+    /// the cluster must honour (e.g. "carbons", XEP-0280); announced with it.
+    flags: Mutex<Vec<String>>,
 }
 
 impl LocalSession {
@@ -116,6 +119,7 @@ impl LocalSession {
             max_queued,
             presence: Mutex::new(PresenceState::default()),
             sm_id: Mutex::new(None),
+            flags: Mutex::new(Vec::new()),
         });
         (session, SessionReceiver { rx, queued })
     }
@@ -143,6 +147,28 @@ impl LocalSession {
             }
             Err(_) => unreachable!("send returns the command it was given"),
         }
+    }
+
+    /// Turns a session flag on or off; true when that changed it.
+    pub fn set_flag(&self, flag: &str, on: bool) -> bool {
+        let Ok(mut flags) = self.flags.lock() else {
+            return false;
+        };
+        let had = flags.iter().any(|f| f == flag);
+        if on && !had {
+            flags.push(flag.to_string());
+        } else if !on && had {
+            flags.retain(|f| f != flag);
+        }
+        had != on
+    }
+
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.lock().is_ok_and(|f| f.iter().any(|x| x == flag))
+    }
+
+    pub fn flags(&self) -> Vec<String> {
+        self.flags.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     pub fn is_detached(&self) -> bool {
