@@ -151,3 +151,15 @@ async def test_no_presence_without_subscription(server):
             "presence from alice (no subscription)",
             duration=1.0,
         )
+
+
+@async_test
+async def test_resources_of_one_user_see_each_other(server):
+    """RFC 6121 4.2.2: a user is subscribed to its own presence. On the
+    cluster backend the two resources are on different nodes."""
+    async with Clients(server) as clients:
+        first = await clients.login("bob", resource="first", node=0)
+        await first.expect_presence(sender=first.jid, ptype="available")
+        second = await clients.login("bob", resource="second", node=1)
+        await first.expect_presence(sender=second.jid, ptype="available")
+        await second.expect_presence(sender=first.jid, ptype="available")
