@@ -17,6 +17,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub stream_management: StreamManagementConfig,
+    pub csi: CsiConfig,
     pub cluster: ClusterConfig,
     pub zookeeper: ZooKeeperConfig,
 }
@@ -186,6 +187,25 @@ impl Default for LimitsConfig {
             max_pending_subscriptions: 1000,
             max_private_items: 100,
             max_private_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsiConfig {
+    /// Client State Indication (XEP-0352): hold what can wait for clients
+    /// that say they are inactive.
+    pub enabled: bool,
+    /// Stanzas held for one inactive client; past it, all are written.
+    pub max_held: usize,
+}
+
+impl Default for CsiConfig {
+    fn default() -> Self {
+        CsiConfig {
+            enabled: true,
+            max_held: 100,
         }
     }
 }

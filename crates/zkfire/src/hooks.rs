@@ -57,3 +57,55 @@ pub trait MessageHooks: Send + Sync {
         let _ = (server, msg, bare, to);
     }
 }
+
+/// What a module made of a top-level element from the client that is no
+/// stanza (a nonza, such as XEP-0352's `<inactive/>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nonza {
+    /// Taken care of; nothing more to do.
+    Handled,
+    /// Taken care of: write to the client what hooks held for it, now,
+    /// before anything else the client sent is processed.
+    Release,
+}
+
+/// What becomes of a stanza about to be written to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Write,
+    /// Not yet: the session keeps it, in order, until a stanza that is
+    /// written (or a [`Nonza::Release`]) lets it out first. A held stanza
+    /// with the same `key` as an earlier one replaces it (the latest
+    /// presence of a contact is all that matters).
+    Hold {
+        key: Option<String>,
+    },
+}
+
+/// Hooks on one client's stream. They run on the session's own task and do
+/// not wait: they decide, and the session acts, so what is held is part of
+/// the session (written in order, kept over a cut connection, taken along
+/// when the session moves to another node).
+pub trait StreamHooks: Send + Sync {
+    /// Stream features offered after authentication.
+    fn features(&self) -> Vec<Element> {
+        Vec::new()
+    }
+
+    /// A nonza from the client: `Some` when this module handles it.
+    fn nonza(&self, session: &LocalSession, el: &Element) -> Option<Nonza> {
+        let _ = (session, el);
+        None
+    }
+
+    /// A stanza about to be written to the session's client.
+    fn outgoing(&self, session: &LocalSession, stanza: &Element) -> Outgoing {
+        let _ = (session, stanza);
+        Outgoing::Write
+    }
+
+    /// The client resumed the session (XEP-0198), on this node or another.
+    fn resumed(&self, session: &LocalSession) {
+        let _ = session;
+    }
+}

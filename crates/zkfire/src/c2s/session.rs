@@ -7,6 +7,7 @@ use super::stream_mgmt::{
     ack_element, failed_element, request_element, HandoverRequest, ResumeRequest, SmState,
 };
 use crate::cluster::protocol::HandoverState;
+use crate::hooks::{Nonza, Outgoing};
 use crate::jids;
 use crate::modules::presence::{self, ClientPresence};
 use crate::router::session_handle::PresenceState;
@@ -42,6 +43,10 @@ pub struct Session {
     /// Without stream management: stanzas written since the last successful
     /// flush, given back to the router if that flush fails.
     in_flight: Vec<Delivery>,
+    /// Stanzas a stream hook (CSI) holds back from the client for now, in
+    /// order, with the key under which a later one replaces it; all newer
+    /// than anything written.
+    held: Vec<(Option<String>, Delivery)>,
     /// What this session counts in its account's bytes held for sessions
     /// waiting for resumption (`Server::detached_bytes`).
     detached_counted: usize,
@@ -101,6 +106,7 @@ async fn start(
         presence: ClientPresence::default(),
         sm: None,
         in_flight: Vec::new(),
+        held: Vec::new(),
         detached_counted: 0,
         ping_pending: None,
         last_heard: Instant::now(),
@@ -205,6 +211,8 @@ impl Session {
                 End::No => {}
                 End::Detach => {
                     *stream = None;
+                    // Kept for the resumed stream, after what it already had.
+                    self.held_to_unacked();
                     self.set_detached(true);
                     if self.detached_over_bounds() {
                         break;
@@ -271,6 +279,43 @@ impl Session {
             return self.connection_lost();
         }
         End::No
+    }
+
+    /// A stanza for the client: written, or held while a stream hook says
+    /// it can wait (what was held goes out first, so the order is kept).
+    fn hand_to_client(&mut self, stream: &mut XmppStream, d: Delivery) {
+        if let Outgoing::Hold { key } = self.server.modules.outgoing(&self.handle, &d.stanza) {
+            if let Some(i) = key.as_ref().and_then(|k| {
+                self.held
+                    .iter()
+                    .position(|(held, _)| held.as_ref() == Some(k))
+            }) {
+                self.held.remove(i);
+            }
+            if self.held.len() < self.server.config.csi.max_held {
+                self.held.push((key, d));
+                return;
+            }
+        }
+        self.release_held(stream);
+        self.write_delivery(stream, d);
+    }
+
+    /// Writes everything held, in order.
+    fn release_held(&mut self, stream: &mut XmppStream) {
+        for (_, d) in std::mem::take(&mut self.held) {
+            self.write_delivery(stream, d);
+        }
+    }
+
+    /// What is held joins the unacknowledged stanzas, to be written on a
+    /// resumed stream or on the node the session moves to.
+    fn held_to_unacked(&mut self) {
+        if let Some(sm) = self.sm.as_mut() {
+            for (_, d) in self.held.drain(..) {
+                sm.sent(d);
+            }
+        }
     }
 
     /// Writes a stanza of the server's own to the client.
@@ -391,12 +436,12 @@ impl Session {
                         End::No
                     };
                 };
-                self.write_delivery(s, *d);
+                self.hand_to_client(s, *d);
                 // Take whatever else is already queued, and write it in one go.
                 let mut n = 1;
                 while n < BATCH {
                     match rx.try_recv() {
-                        Some(SessionCommand::Deliver(d)) => self.write_delivery(s, *d),
+                        Some(SessionCommand::Deliver(d)) => self.hand_to_client(s, *d),
                         Some(other) => return Box::pin(self.on_command(stream, rx, other)).await,
                         None => break,
                     }
@@ -453,6 +498,7 @@ impl Session {
         for flag in &state.flags {
             self.handle.set_flag(flag, true);
         }
+        self.server.modules.stream_resumed(&self.handle);
         self.server.sm.insert(previd, &self.handle);
         let mut sm = SmState::new(Some(previd.to_string()));
         sm.inbound = state.inbound;
@@ -510,6 +556,9 @@ impl Session {
         self.server.directory.unbind(&self.handle);
         if let Some(id) = &sm.id {
             self.server.sm.remove(id);
+        }
+        for (_, d) in self.held.drain(..) {
+            sm.sent(d);
         }
         for cmd in rx.close_and_drain() {
             if let SessionCommand::Deliver(d) = cmd {
@@ -584,6 +633,10 @@ impl Session {
             // The old connection may still look alive to us; it is replaced.
             old.close().await;
         }
+        // A resumed stream starts active (XEP-0352 section 4): what was
+        // held goes out with the rest.
+        self.server.modules.stream_resumed(&self.handle);
+        self.held_to_unacked();
         self.send_resumed(&mut new, &previd);
         self.set_detached(false);
         self.detached_until = None;
@@ -620,10 +673,19 @@ impl Session {
             return self.on_sm(stream, &el);
         }
         let Some(kind) = Kind::of(&el) else {
-            stream
-                .close_with_error(&self.server.domain, "unsupported-stanza-type", None)
-                .await;
-            return End::Over;
+            match self.server.modules.client_nonza(&self.handle, &el) {
+                // XEP-0352 section 5: what it lets out goes before anything
+                // the client sends next is handled.
+                Some(Nonza::Release) => self.release_held(stream),
+                Some(Nonza::Handled) => {}
+                None => {
+                    stream
+                        .close_with_error(&self.server.domain, "unsupported-stanza-type", None)
+                        .await;
+                    return End::Over;
+                }
+            }
+            return End::No;
         };
         if let Some(sm) = self.sm.as_mut() {
             sm.inbound = sm.inbound.wrapping_add(1);
@@ -868,6 +930,7 @@ impl Session {
                 .map(|mut sm| sm.take_unacked())
                 .unwrap_or_default(),
         );
+        pending.extend(self.held.drain(..).map(|(_, d)| d));
         for cmd in rx.close_and_drain() {
             match cmd {
                 SessionCommand::Deliver(d) => pending.push(*d),

@@ -2,7 +2,7 @@
 //! registration point. Disco features come from the registered modules, and
 //! so do the hooks on the stanza path (crate::hooks).
 
-use crate::hooks::{Flow, MessageHooks};
+use crate::hooks::{Flow, MessageHooks, Nonza, Outgoing, StreamHooks};
 use crate::router::session_handle::LocalSession;
 use crate::server::Server;
 use crate::stanza::StanzaError;
@@ -13,6 +13,7 @@ use zkfire_xml::Element;
 
 pub mod blocking;
 pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod last;
 pub mod offline;
@@ -83,6 +84,11 @@ pub trait Module: Send + Sync {
     fn message_hooks(&self) -> Option<&dyn MessageHooks> {
         None
     }
+
+    /// Its hooks on client streams, if it has any (`Some(self)`).
+    fn stream_hooks(&self) -> Option<&dyn StreamHooks> {
+        None
+    }
 }
 
 /// The registered modules and the IQ namespaces they answer.
@@ -91,6 +97,8 @@ pub struct Modules {
     by_ns: HashMap<&'static str, Arc<dyn Module>>,
     /// The modules with message hooks, in the order they run.
     message_hooked: Vec<Arc<dyn Module>>,
+    /// The modules with stream hooks.
+    stream_hooked: Vec<Arc<dyn Module>>,
 }
 
 impl Modules {
@@ -108,10 +116,45 @@ impl Modules {
             .collect();
         message_hooked
             .sort_by_key(|m| std::cmp::Reverse(m.message_hooks().map_or(0, |h| h.priority())));
+        let stream_hooked = list
+            .iter()
+            .filter(|m| m.stream_hooks().is_some())
+            .cloned()
+            .collect();
         Modules {
             list,
             by_ns,
             message_hooked,
+            stream_hooked,
+        }
+    }
+
+    fn stream_hooks(&self) -> impl Iterator<Item = &dyn StreamHooks> {
+        self.stream_hooked.iter().filter_map(|m| m.stream_hooks())
+    }
+
+    /// Stream features the modules offer after authentication.
+    pub fn stream_features(&self) -> Vec<Element> {
+        self.stream_hooks().flat_map(|h| h.features()).collect()
+    }
+
+    /// A nonza from a client, to the first module that handles it.
+    pub fn client_nonza(&self, session: &LocalSession, el: &Element) -> Option<Nonza> {
+        self.stream_hooks().find_map(|h| h.nonza(session, el))
+    }
+
+    /// Whether a stanza is written to its client now or held (the first
+    /// module that holds it decides).
+    pub fn outgoing(&self, session: &LocalSession, stanza: &Element) -> Outgoing {
+        self.stream_hooks()
+            .map(|h| h.outgoing(session, stanza))
+            .find(|o| *o != Outgoing::Write)
+            .unwrap_or(Outgoing::Write)
+    }
+
+    pub fn stream_resumed(&self, session: &LocalSession) {
+        for h in self.stream_hooks() {
+            h.resumed(session);
         }
     }
 
@@ -163,6 +206,9 @@ impl Modules {
             Arc::new(blocking::Blocking),
             Arc::new(carbons::Carbons),
         ];
+        if config.csi.enabled {
+            list.push(Arc::new(csi::ClientStateIndication));
+        }
         list.push(Arc::new(register::Register::new(&config.registration)));
         Modules::new(list)
     }
