@@ -157,6 +157,9 @@ fn eligible(msg: &Element, direction: Direction) -> bool {
 /// Sends `msg`, wrapped in `<{kind}/>`, to each carbons-enabled resource of
 /// `bare` that is not in `except`.
 async fn copy_to(server: &Arc<Server>, msg: &Element, bare: &str, except: &[&str], kind: &str) {
+    if !server.directory.any_flagged(bare, FLAG, except) {
+        return;
+    }
     for resource in server.directory.resources(bare) {
         let full = resource.full_jid();
         if except.contains(&full) || !resource.has_flag(FLAG) {

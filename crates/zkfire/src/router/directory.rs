@@ -146,6 +146,22 @@ impl Directory {
         out
     }
 
+    /// Whether a resource of the account, other than those in `except`, has
+    /// turned `flag` on; without copying the account's list (it is asked for
+    /// every message, and the answer is nearly always no).
+    pub fn any_flagged(&self, bare: &str, flag: &str, except: &[&str]) -> bool {
+        let local = self.local.get(bare).is_some_and(|l| {
+            l.iter()
+                .any(|s| !except.contains(&s.full_jid.as_str()) && s.has_flag(flag))
+        });
+        local
+            || self.remote.get(bare).is_some_and(|l| {
+                l.iter().any(|s| {
+                    !except.contains(&s.full_jid.as_str()) && s.flags.iter().any(|f| f == flag)
+                })
+            })
+    }
+
     /// Resources of an account on this node only.
     pub fn local_resources(&self, bare: &str) -> Vec<Arc<LocalSession>> {
         self.local.get(bare).map(|l| l.clone()).unwrap_or_default()
