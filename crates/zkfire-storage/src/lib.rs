@@ -4,6 +4,10 @@
 //! Account names are the node part of a JID, already normalized (nodeprep);
 //! contacts are bare JIDs as strings; stanzas are stored as serialized XML.
 
+pub use archive::{
+    ArchiveFilter, ArchivePage, ArchivePolicy, ArchivePrefs, ArchiveResult, ArchiveWith,
+    ArchivedMessage,
+};
 use async_trait::async_trait;
 use std::sync::Arc;
 use zkfire_sasl::UserCredentials;
@@ -195,6 +199,32 @@ pub trait Storage: Send + Sync + 'static {
     async fn set_last_activity(&self, username: &str, at: i64, status: &str) -> Result<()>;
     async fn last_activity(&self, username: &str) -> Result<Option<(i64, String)>>;
 
+    // Message archive (XEP-0313).
+    /// Adds messages, each `(username, message)`, to their accounts'
+    /// archives, all or none; an id already in its archive is left as it is,
+    /// so a batch written again after an unclear error makes no duplicates.
+    async fn archive_messages(&self, batch: &[(String, ArchivedMessage)]) -> Result<()>;
+    /// One page of the messages of `username`'s archive that match `filter`.
+    async fn query_archive(
+        &self,
+        username: &str,
+        filter: &ArchiveFilter,
+        page: &ArchivePage,
+    ) -> Result<ArchiveResult>;
+    /// Whether the archive of `username` holds a message with this id.
+    async fn archive_contains(&self, username: &str, id: &str) -> Result<bool>;
+    /// The oldest and the newest message of the archive, if any.
+    async fn archive_bounds(
+        &self,
+        username: &str,
+    ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>>;
+    /// Deletes at most `limit` messages, of any account, archived before
+    /// `before_ts_ms`; returns how many it deleted.
+    async fn purge_archive(&self, before_ts_ms: i64, limit: usize) -> Result<u64>;
+    /// The account's archiving preferences, `None` when it never set any.
+    async fn archive_prefs(&self, username: &str) -> Result<Option<ArchivePrefs>>;
+    async fn set_archive_prefs(&self, username: &str, prefs: &ArchivePrefs) -> Result<()>;
+
     /// Closes the pool; called once at shutdown.
     async fn close(&self);
 }
@@ -218,6 +248,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(sql::SqlStorage::new(pools)))
 }
 
+mod archive;
+mod archive_sql;
 mod error;
 mod migrate;
 mod pool;

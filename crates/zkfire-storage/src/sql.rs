@@ -12,11 +12,12 @@
 //! The price is a copy of each row into `Any`'s representation, negligible
 //! next to the query itself.
 
+use crate::archive_sql;
 use crate::error::{corrupt, db};
 use crate::pool::Pools;
 use crate::{
-    Limit, OfflineMessage, PrivateXmlLimits, Result, RosterItem, Storage, StorageError,
-    Subscription,
+    ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveResult, ArchivedMessage, Limit,
+    OfflineMessage, PrivateXmlLimits, Result, RosterItem, Storage, StorageError, Subscription,
 };
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -54,6 +55,9 @@ const ACCOUNT_TABLES: &[&str] = &[
     "DELETE FROM private_xml WHERE username = $1",
     "DELETE FROM blocklist WHERE username = $1",
     "DELETE FROM last_activity WHERE username = $1",
+    "DELETE FROM archive WHERE username = $1",
+    "DELETE FROM archive_prefs WHERE username = $1",
+    "DELETE FROM archive_prefs_jids WHERE username = $1",
     "DELETE FROM credentials WHERE username = $1",
 ];
 
@@ -739,6 +743,42 @@ impl Storage for SqlStorage {
             .map_err(db)?;
         row.map(|row| Ok((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?)))
             .transpose()
+    }
+
+    async fn archive_messages(&self, batch: &[(String, ArchivedMessage)]) -> Result<()> {
+        archive_sql::append(&self.pools, batch).await
+    }
+
+    async fn query_archive(
+        &self,
+        username: &str,
+        filter: &ArchiveFilter,
+        page: &ArchivePage,
+    ) -> Result<ArchiveResult> {
+        archive_sql::query(&self.pools, username, filter, page).await
+    }
+
+    async fn archive_contains(&self, username: &str, id: &str) -> Result<bool> {
+        archive_sql::contains(&self.pools, username, id).await
+    }
+
+    async fn archive_bounds(
+        &self,
+        username: &str,
+    ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>> {
+        archive_sql::bounds(&self.pools, username).await
+    }
+
+    async fn purge_archive(&self, before_ts_ms: i64, limit: usize) -> Result<u64> {
+        archive_sql::purge(&self.pools, before_ts_ms, limit).await
+    }
+
+    async fn archive_prefs(&self, username: &str) -> Result<Option<ArchivePrefs>> {
+        archive_sql::prefs(&self.pools, username).await
+    }
+
+    async fn set_archive_prefs(&self, username: &str, prefs: &ArchivePrefs) -> Result<()> {
+        archive_sql::set_prefs(&self.pools, username, prefs).await
     }
 
     async fn close(&self) {

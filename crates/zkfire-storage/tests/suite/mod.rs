@@ -2,6 +2,9 @@
 //! every backend: each backend's test file defines a fixture and invokes
 //! `storage_suite!(fixture)`, which makes one `#[tokio::test]` per case here.
 
+mod archive;
+pub use archive::*;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use zkfire_sasl::{ScramCredentials, ScramHash, UserCredentials};
@@ -54,6 +57,12 @@ macro_rules! storage_suite {
             last_activity,
             text_round_trip,
             closed_storage_errors,
+            archive_pages_forward_without_gaps,
+            archive_last_page_and_backwards,
+            archive_filters,
+            archive_rewrite_is_no_duplicate,
+            archive_bounds_contains_and_purge,
+            archive_prefs_round_trip,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {
@@ -153,6 +162,20 @@ async fn fill_account(s: &dyn Storage, user: &str) {
         .unwrap();
     s.block(user, &strings(&["b@x"])).await.unwrap();
     s.set_last_activity(user, 5, "gone").await.unwrap();
+    let m = zkfire_storage::ArchivedMessage {
+        id: "00000001".into(),
+        ts_ms: 1,
+        with_bare: "c@x".into(),
+        with_full: "c@x".into(),
+        stanza: "<message/>".into(),
+    };
+    s.archive_messages(&[(user.to_string(), m)]).await.unwrap();
+    let prefs = zkfire_storage::ArchivePrefs {
+        default: zkfire_storage::ArchivePolicy::Never,
+        always: strings(&["c@x"]),
+        never: vec![],
+    };
+    s.set_archive_prefs(user, &prefs).await.unwrap();
 }
 
 /// Nothing kept for `user` but possibly the account and its credentials.
@@ -167,6 +190,8 @@ async fn assert_empty(s: &dyn Storage, user: &str) {
     assert_eq!(s.private_xml(user, "ns").await.unwrap(), None);
     assert_eq!(s.blocklist(user).await.unwrap(), Vec::<String>::new());
     assert_eq!(s.last_activity(user).await.unwrap(), None);
+    assert_eq!(s.archive_bounds(user).await.unwrap(), None);
+    assert_eq!(s.archive_prefs(user).await.unwrap(), None);
 }
 
 pub async fn delete_account_removes_everything(s: Arc<dyn Storage>) {
