@@ -905,24 +905,9 @@ impl Session {
         if let Some(id) = self.sm.as_ref().and_then(|sm| sm.id.clone()) {
             server.sm.remove(&id);
         }
-        if let Some(mut s) = stream {
-            s.close().await;
-        }
-        presence::session_ended(&server, &self.handle, &mut self.presence, last).await;
-        if let Some(cluster) = &server.cluster {
-            cluster.announce_gone(&self.handle);
-        }
-        if last {
-            server.blocklists.remove(&self.handle.bare_jid);
-            let _ = server
-                .storage
-                .set_last_activity(
-                    &self.node,
-                    crate::stanza::unix_now(),
-                    &self.presence.last_status,
-                )
-                .await;
-        }
+        // What the client did not get goes on at once, before anything
+        // here waits (closing, presence, the database): a message routed
+        // meanwhile finds no session and must not overtake these.
         let mut pending: Vec<Delivery> = std::mem::take(&mut self.in_flight);
         pending.extend(
             self.sm
@@ -951,6 +936,24 @@ impl Session {
         }
         if rerouted > 0 {
             tracing::info!(jid = %self.handle.full_jid, rerouted, "rerouted what the client did not acknowledge");
+        }
+        if let Some(mut s) = stream {
+            s.close().await;
+        }
+        presence::session_ended(&server, &self.handle, &mut self.presence, last).await;
+        if let Some(cluster) = &server.cluster {
+            cluster.announce_gone(&self.handle);
+        }
+        if last {
+            server.blocklists.remove(&self.handle.bare_jid);
+            let _ = server
+                .storage
+                .set_last_activity(
+                    &self.node,
+                    crate::stanza::unix_now(),
+                    &self.presence.last_status,
+                )
+                .await;
         }
         tracing::info!(jid = %self.handle.full_jid, "session ended");
     }
