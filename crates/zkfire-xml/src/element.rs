@@ -168,6 +168,14 @@ impl Element {
         }
     }
 
+    /// Removes the child elements for which `keep` says false (text stays).
+    pub fn retain_children(&mut self, mut keep: impl FnMut(&Element) -> bool) {
+        self.nodes.retain(|n| match n {
+            Node::Element(e) => keep(e),
+            Node::Text(_) => true,
+        });
+    }
+
     /// Child elements, in document order.
     pub fn children(&self) -> impl Iterator<Item = &Element> {
         self.nodes.iter().filter_map(|n| match n {

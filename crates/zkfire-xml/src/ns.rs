@@ -32,3 +32,7 @@ pub const MSGOFFLINE: &str = "msgoffline";
 pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 pub const HINTS: &str = "urn:xmpp:hints";
+pub const MAM: &str = "urn:xmpp:mam:2";
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+pub const MAM_1: &str = "urn:xmpp:mam:1";
+pub const SID: &str = "urn:xmpp:sid:0";

@@ -18,6 +18,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub stream_management: StreamManagementConfig,
     pub csi: CsiConfig,
+    pub mam: MamConfig,
     pub cluster: ClusterConfig,
     pub zookeeper: ZooKeeperConfig,
 }
@@ -206,6 +207,49 @@ impl Default for CsiConfig {
         CsiConfig {
             enabled: true,
             max_held: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamConfig {
+    /// Message Archive Management (XEP-0313): every account's chats are
+    /// archived, and clients page through them.
+    pub enabled: bool,
+    /// Most messages in one result page, whatever the client asks.
+    pub max_page: usize,
+    /// Archived messages older than this are deleted (0: kept forever).
+    pub retention_days: u64,
+    /// What is archived for an account that set no preferences:
+    /// "always", "roster" (only with roster contacts) or "never".
+    pub default_policy: String,
+    /// JIDs in one account's always and never lists together.
+    pub max_prefs_jids: usize,
+    /// Messages waiting to be written to the archive on this node (the
+    /// database is slow or down); past it, messages are delivered without
+    /// being archived, and a warning is logged.
+    pub max_pending_writes: usize,
+    /// How long a message waits for its archive row to be committed before
+    /// it is delivered (so a query through any node finds what a client
+    /// has); past it, delivery goes on and the row follows.
+    pub write_wait_ms: u64,
+    /// Whether result pages give the RSM count and first index (two more
+    /// index scans per page).
+    pub count_results: bool,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            enabled: true,
+            max_page: 100,
+            retention_days: 0,
+            default_policy: "always".into(),
+            max_prefs_jids: 1000,
+            max_pending_writes: 10_000,
+            write_wait_ms: 250,
+            count_results: true,
         }
     }
 }
@@ -450,12 +494,29 @@ impl Config {
         self.validate_logins()?;
         self.validate_cluster()?;
         self.validate_account_limits()?;
+        self.validate_mam()?;
         for admin in &self.server.admins {
             if jid::BareJid::new(admin).is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "[server] admins: '{admin}' is not a valid JID"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_mam(&self) -> Result<(), ConfigError> {
+        let mam = &self.mam;
+        if zkfire_storage::ArchivePolicy::parse(&mam.default_policy).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "[mam] default_policy: '{}' is none of always, roster, never",
+                mam.default_policy
+            )));
+        }
+        if mam.max_page == 0 || mam.max_pending_writes == 0 {
+            return Err(ConfigError::Invalid(
+                "[mam] max_page and max_pending_writes must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -47,6 +47,16 @@ pub trait MessageHooks: Send + Sync {
         Flow::Pass
     }
 
+    /// A message for the account `bare` arrived for delivery, before the
+    /// router chooses the resources it goes to (or offline storage). May
+    /// change it (every copy delivered or stored is then the changed one) or
+    /// consume it. Runs once per message, on the node that routes it; not
+    /// again when a message is rerouted or read from storage.
+    async fn arriving(&self, server: &Arc<Server>, msg: &mut Element, bare: &str) -> Flow {
+        let _ = (server, msg, bare);
+        Flow::Pass
+    }
+
     /// A message for the account `bare` is being delivered under RFC 6121
     /// rules to the resources `to` (full JIDs, on any node; empty when it goes
     /// to offline storage). Runs once per message, on the node that routes

@@ -26,6 +26,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listeners.push((listener::bind(*addr).await?, true));
     }
     let server = Server::new(config, storage, tls);
+    server.modules.start(&server);
     for (l, direct_tls) in listeners {
         tracing::info!(
             addr = %l.local_addr()?,
@@ -52,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("some sessions did not end in time");
     }
+    server.modules.stop().await;
     // The cluster side goes last: sessions that ended above could still hand
     // their undelivered stanzas to peers.
     if let Some(cluster) = cluster {

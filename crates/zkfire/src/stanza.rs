@@ -111,6 +111,9 @@ impl StanzaError {
     pub fn conflict() -> Self {
         Self::new(ErrorType::Cancel, "conflict")
     }
+    pub fn policy_violation() -> Self {
+        Self::new(ErrorType::Modify, "policy-violation")
+    }
 
     /// The `<error/>` element.
     pub fn to_element(&self, by: Option<&str>) -> Element {

@@ -16,6 +16,7 @@ pub mod carbons;
 pub mod csi;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -89,6 +90,14 @@ pub trait Module: Send + Sync {
     fn stream_hooks(&self) -> Option<&dyn StreamHooks> {
         None
     }
+
+    /// Starts its background tasks, once, when the server starts.
+    fn start(&self, server: &Arc<Server>) {
+        let _ = server;
+    }
+
+    /// Ends them, once, after every session has ended.
+    async fn stop(&self) {}
 }
 
 /// The registered modules and the IQ namespaces they answer.
@@ -175,6 +184,38 @@ impl Modules {
         Flow::Pass
     }
 
+    /// Runs the `arriving` hooks until one consumes the message.
+    pub async fn message_arriving(
+        &self,
+        server: &Arc<Server>,
+        msg: &mut Element,
+        bare: &str,
+    ) -> Flow {
+        for m in &self.message_hooked {
+            if let Some(h) = m.message_hooks() {
+                if h.arriving(server, msg, bare).await == Flow::Consumed {
+                    return Flow::Consumed;
+                }
+            }
+        }
+        Flow::Pass
+    }
+
+    /// Starts what the modules run in the background.
+    pub fn start(&self, server: &Arc<Server>) {
+        for m in &self.list {
+            m.start(server);
+        }
+    }
+
+    /// Stops it, after the last session ended (what they left is finished:
+    /// archive rows written, say).
+    pub async fn stop(&self) {
+        for m in &self.list {
+            m.stop().await;
+        }
+    }
+
     /// Runs the `delivering` hooks.
     pub async fn message_delivering(
         &self,
@@ -206,6 +247,9 @@ impl Modules {
             Arc::new(blocking::Blocking),
             Arc::new(carbons::Carbons),
         ];
+        if config.mam.enabled {
+            list.push(Arc::new(mam::Mam::new(&config.mam)));
+        }
         if config.csi.enabled {
             list.push(Arc::new(csi::ClientStateIndication));
         }

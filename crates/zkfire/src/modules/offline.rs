@@ -10,7 +10,7 @@ use crate::server::Server;
 use crate::stanza::{xep82_now, StanzaError};
 use async_trait::async_trait;
 use std::sync::Arc;
-use zkfire_xml::{ns, Element, Node};
+use zkfire_xml::{ns, Element};
 
 pub struct Offline;
 
@@ -167,30 +167,17 @@ const LEGACY_DELAY: &str = "jabber:x:delay";
 
 /// The stanza without the delay elements (XEP-0203, and the legacy XEP-0091
 /// one) that claim to come from `domain` or an address at it.
-fn without_delays_from(stanza: Element, domain: &str) -> Element {
-    let claims_domain = |el: &Element| {
-        (el.is("delay", ns::DELAY) || el.is("x", LEGACY_DELAY))
+fn without_delays_from(mut stanza: Element, domain: &str) -> Element {
+    stanza.retain_children(|el| {
+        let claims_domain = (el.is("delay", ns::DELAY) || el.is("x", LEGACY_DELAY))
             && el.attr("from").is_some_and(|from| {
                 let bare = jids::bare_of(from);
                 let host = bare.rsplit_once('@').map_or(bare, |(_, d)| d);
                 host.eq_ignore_ascii_case(domain)
-            })
-    };
-    if !stanza.children().any(claims_domain) {
-        return stanza;
-    }
-    let mut kept = Element::new(stanza.name().to_owned(), stanza.ns().to_owned());
-    for (name, value) in stanza.attrs() {
-        kept.set_attr(name.to_owned(), value);
-    }
-    for node in stanza.nodes() {
-        match node {
-            Node::Element(el) if claims_domain(el) => {}
-            Node::Element(el) => kept.push(el.clone()),
-            Node::Text(t) => kept.push_text(t.clone()),
-        }
-    }
-    kept
+            });
+        !claims_domain
+    });
+    stanza
 }
 
 /// Hands every stored message to a session that just became available, and

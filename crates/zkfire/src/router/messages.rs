@@ -16,6 +16,10 @@ pub async fn deliver(
     bare: &str,
     resource: Option<&str>,
 ) {
+    let hooks = &server.modules;
+    if hooks.message_arriving(server, &mut stanza, bare).await == crate::hooks::Flow::Consumed {
+        return;
+    }
     // The types delivery tells apart; `chat`, `normal` and any other are alike.
     let msg_type = match stanza.attr("type") {
         Some("groupchat") => "groupchat",

@@ -1,0 +1,198 @@
+//! Writes archived messages to storage in batches: the rows of every
+//! session of the node that arrive while one transaction commits go into
+//! the next one, so archiving costs one commit per batch, not per message.
+//!
+//! A message is archived before it is delivered: the router's hook waits
+//! for its row's commit ([`ArchiveWriter::push`] gives the receipt), so
+//! once any client of any node has a message, a query through any node
+//! finds it. The wait is bounded (`[mam] write_wait_ms`): a database that is
+//! slow or down must not stop chat (DESIGN.md), so past the bound the
+//! writer counts as behind, messages go on without waiting, and their rows
+//! follow when the database answers again. The queue is bounded too
+//! (`[mam] max_pending_writes`): past it, messages are delivered without a
+//! stanza-id and a warning says they are not archived. A write that fails
+//! is retried, with backoff, until it succeeds or the node stops.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use zkfire_storage::{ArchivedMessage, Storage};
+
+/// Rows written in one transaction at most.
+const BATCH: usize = 500;
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+enum Job {
+    /// A row, and who waits for its commit.
+    Row(String, ArchivedMessage, Option<oneshot::Sender<()>>),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct ArchiveWriter {
+    tx: mpsc::Sender<Job>,
+    rx: Mutex<Option<mpsc::Receiver<Job>>>,
+    /// Messages not archived because the queue was full.
+    dropped: AtomicU64,
+    /// A write took longer than callers wait: they stop waiting until the
+    /// queue is empty again.
+    behind: AtomicBool,
+}
+
+/// The commit of a queued row, to wait for (or not).
+pub struct Receipt(Option<oneshot::Receiver<()>>);
+
+impl ArchiveWriter {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        ArchiveWriter {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            dropped: AtomicU64::new(0),
+            behind: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a row for `username`'s archive; `None` when the queue is full
+    /// (the caller then gives the message no archive id).
+    pub fn push(&self, username: &str, message: ArchivedMessage) -> Option<Receipt> {
+        let (done, receipt) = oneshot::channel();
+        match self
+            .tx
+            .try_send(Job::Row(username.to_string(), message, Some(done)))
+        {
+            Ok(()) => Some(Receipt(Some(receipt))),
+            Err(_) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Once per power of two, not once per message.
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        not_archived = n,
+                        "archive write queue full ([mam] max_pending_writes): messages are delivered but not archived"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits at most `bound` for the row of `receipt` to be committed,
+    /// unless the writer is behind already.
+    pub async fn committed(&self, receipt: Receipt, bound: Duration) {
+        let Some(rx) = receipt.0 else { return };
+        if self.behind.load(Ordering::Relaxed) {
+            return;
+        }
+        if tokio::time::timeout(bound, rx).await.is_err() {
+            tracing::warn!("the archive is slow to write: messages go on without waiting for it");
+            self.behind.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything queued so far is in storage (or the writer
+    /// has stopped), so that a query sees the messages this node delivered.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Runs the writer until `stop` is cancelled and the queue is empty.
+    pub async fn run(&self, storage: Arc<dyn Storage>, stop: tokio_util::sync::CancellationToken) {
+        let Some(mut rx) = self.rx.lock().await.take() else {
+            return;
+        };
+        let mut rows = Vec::with_capacity(BATCH);
+        let mut flushes = Vec::new();
+        loop {
+            let first = tokio::select! {
+                job = rx.recv() => job,
+                _ = stop.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            take(first, &mut rows, &mut flushes);
+            while rows.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => take(job, &mut rows, &mut flushes),
+                    Err(_) => break,
+                }
+            }
+            write(&*storage, &mut rows, &stop).await;
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+            if rx.is_empty() {
+                self.behind.store(false, Ordering::Relaxed);
+            }
+        }
+        // Stopping: what is queued still goes in (one try each batch).
+        rx.close();
+        while let Ok(job) = rx.try_recv() {
+            take(job, &mut rows, &mut flushes);
+            if rows.len() >= BATCH {
+                write_once(&*storage, &mut rows).await;
+            }
+        }
+        write_once(&*storage, &mut rows).await;
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+}
+
+/// Adds a job to the batch; whoever waits on a row is answered with the
+/// batch's flushes, once it is written.
+fn take(
+    job: Job,
+    rows: &mut Vec<(String, ArchivedMessage)>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+) {
+    match job {
+        Job::Row(user, m, done) => {
+            rows.push((user, m));
+            flushes.extend(done);
+        }
+        Job::Flush(f) => flushes.push(f),
+    }
+}
+
+/// Writes the batch, retrying until it is in or the node stops.
+async fn write(
+    storage: &dyn Storage,
+    rows: &mut Vec<(String, ArchivedMessage)>,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match storage.archive_messages(rows).await {
+            Ok(()) => {
+                rows.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(
+                    rows = rows.len(),
+                    "cannot write to the archive, retrying: {e}"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return,
+                }
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn write_once(storage: &dyn Storage, rows: &mut Vec<(String, ArchivedMessage)>) {
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = storage.archive_messages(rows).await {
+        tracing::error!(rows = rows.len(), "archive rows lost at shutdown: {e}");
+    }
+    rows.clear();
+}
