@@ -103,6 +103,18 @@ impl Server {
         }
     }
 
+    /// What a module keeps of an account (`what`) changed: every module of
+    /// every node forgets its cached copy (see `Module::account_changed`).
+    pub fn account_changed(&self, bare: &str, what: &str) {
+        self.modules.account_changed(bare, what);
+        if let Some(cluster) = &self.cluster {
+            cluster.broadcast(&crate::cluster::protocol::BusMessage::AccountChanged {
+                bare_jid: bare.to_string(),
+                what: what.to_string(),
+            });
+        }
+    }
+
     /// Where clients of this node should go when it stops, if anywhere.
     pub fn redirect(&self) -> Option<String> {
         self.redirect_to.read().ok().and_then(|r| r.clone())

@@ -522,7 +522,7 @@ c2s_direct_tls_ports = {{ {tls_port} }}
 http_ports = {{ }}
 https_ports = {{ }}
 modules_enabled = {{
-    "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "carbons"; "csi_simple";
+    "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "carbons"; "csi_simple"; "mam";
     "private"; "smacks"; "vcard"; "ping"; "register";
     "time"; "uptime"; "version"; "posix";
 }}

@@ -217,6 +217,9 @@ async fn apply(
                 crate::c2s::session::reroute(server, stanza).await;
             }
         }
+        BusMessage::AccountChanged { bare_jid, what } => {
+            server.modules.account_changed(&bare_jid, &what);
+        }
         BusMessage::Close {
             full_jid,
             condition,

@@ -91,6 +91,9 @@ pub enum BusMessage {
     OfflineStored { bare_jid: String },
     /// This account's blocklist changed: here it is, replacing any cached copy.
     BlocklistChanged { bare_jid: String, list: Vec<String> },
+    /// What a module keeps of this account (`what`, e.g. "mam-prefs")
+    /// changed on the sender: the receiver forgets any copy it cached.
+    AccountChanged { bare_jid: String, what: String },
     /// A client resumed on the sender a session the receiver holds: hand it over.
     ResumeRequest {
         id: u64,

@@ -91,6 +91,12 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// What is kept of the account `bare` under `what` changed, on this
+    /// node or another (`Server::account_changed`): drop cached copies.
+    fn account_changed(&self, bare: &str, what: &str) {
+        let _ = (bare, what);
+    }
+
     /// Starts its background tasks, once, when the server starts.
     fn start(&self, server: &Arc<Server>) {
         let _ = server;
@@ -199,6 +205,13 @@ impl Modules {
             }
         }
         Flow::Pass
+    }
+
+    /// Tells every module that what is kept of an account changed.
+    pub fn account_changed(&self, bare: &str, what: &str) {
+        for m in &self.list {
+            m.account_changed(bare, what);
+        }
     }
 
     /// Starts what the modules run in the background.

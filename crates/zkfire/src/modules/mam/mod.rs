@@ -194,6 +194,14 @@ impl Module for Mam {
         Some(self)
     }
 
+    fn account_changed(&self, bare: &str, what: &str) {
+        if what == prefs::CHANGED {
+            if let Some(node) = jids::node_of(bare) {
+                self.prefs.forget(&node);
+            }
+        }
+    }
+
     fn start(&self, server: &Arc<Server>) {
         let mut background = self.background.lock().unwrap_or_else(|p| p.into_inner());
         let writer = self.writer.clone();

@@ -4,9 +4,10 @@
 //!
 //! Deciding whether a message is archived happens on the path of every
 //! message, so the preferences (and, for "roster", the roster's JIDs) are
-//! kept in memory per account for `CACHE_FOR`; a change made through this
-//! node applies at once, one made through another node of a cluster within
-//! that time.
+//! kept in memory per account for at most `CACHE_FOR`. A change is announced
+//! to every node (`Server::account_changed`), which forgets its copy at
+//! once; the time bound covers a node the announcement did not reach (its
+//! bus link was down) and roster changes for the "roster" default.
 
 use crate::modules::IqRequest;
 use crate::server::Server;
@@ -17,6 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zkfire_storage::{ArchivePolicy, ArchivePrefs};
 use zkfire_xml::Element;
+
+/// What `Server::account_changed` calls a change of these preferences.
+pub const CHANGED: &str = "mam-prefs";
 
 /// How long preferences read from storage are trusted.
 const CACHE_FOR: Duration = Duration::from_secs(10);
@@ -105,6 +109,11 @@ impl PrefsCache {
         Ok((prefs, roster))
     }
 
+    /// Forgets the account's preferences (they changed).
+    pub fn forget(&self, node: &str) {
+        self.entries.remove(node);
+    }
+
     /// Forgets what is older than the cache time (called now and then, so
     /// the map holds the accounts that received messages lately only).
     pub fn sweep(&self) {
@@ -131,7 +140,7 @@ impl PrefsCache {
                     .set_archive_prefs(node, &prefs)
                     .await
                     .map_err(unavailable)?;
-                self.entries.remove(node);
+                req.server.account_changed(req.from_bare, CHANGED);
                 // The stored form: a JID in both lists is in "never" only.
                 storage
                     .archive_prefs(node)
