@@ -763,5 +763,12 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::parse("[limits]\nlogins_in_flight_per_account = 0\n").unwrap();
         assert!(c.validate().is_err());
+        let c = Config::parse("[mam]\ndefault_policy = 'sometimes'\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("default_policy"), "{e}");
+        let c = Config::parse("[mam]\nmax_page = 0\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[mam]\ndefault_policy = 'roster'\nretention_days = 90\n").unwrap();
+        c.validate().unwrap();
     }
 }
