@@ -19,6 +19,7 @@
 
 mod common;
 use common::cluster::{TestCluster, SESSION_TIMEOUT_MS};
+use common::mam::{query, RSM};
 use common::{Client, TestServer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -923,11 +924,48 @@ async fn kill_dash_9() {
         }
     }
     v.note(format!("receiver sessions: {sessions:?}"));
+    // Every accepted message is in its receiver's archive and its sender's,
+    // exactly once (a redelivery after the kill is no second archiving).
+    for (p, out) in &outs {
+        for user in [format!("{p}_r"), format!("{p}_s")] {
+            let archived = archived_ids(&ep[0], &user).await;
+            for (k, id) in out.sent.iter().enumerate() {
+                let accepted = *p != "c" || k < out.acked;
+                let n = archived.iter().filter(|a| *a == id).count();
+                v.check(
+                    n == 1 || (!accepted && n == 0),
+                    format!("{id} is {n} times in the archive of {user}"),
+                );
+            }
+        }
+    }
     v.check(
         !cluster.node(0).log().contains("panicked") && !cluster.node(2).log().contains("panicked"),
         "a surviving node panicked",
     );
     v.finish("kill -9 a node under chat traffic");
+}
+
+/// The ids of every message in `user`'s archive (XEP-0313), through `ep`.
+async fn archived_ids(ep: &Endpoint, user: &str) -> Vec<String> {
+    let mut c = login_at(ep, user, "archive").await;
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    loop {
+        let set = format!("<set xmlns='{RSM}'><max>100</max>{after}</set>");
+        let page = query(&mut c, None, &set).await.expect("an archive page");
+        ids.extend(
+            page.items
+                .iter()
+                .filter_map(|(_, m)| m.attr("id").map(str::to_string)),
+        );
+        if page.complete() {
+            break;
+        }
+        after = format!("<after>{}</after>", page.rsm("last").expect("last id"));
+    }
+    let _ = c.send_raw(b"</stream:stream>").await;
+    ids
 }
 
 // ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod mam;
 pub mod server;
 pub mod steps;
 
