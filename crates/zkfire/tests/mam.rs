@@ -82,6 +82,18 @@ async fn accounts_advertise_mam_and_stanza_ids() {
     for f in [MAM, "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0"] {
         assert!(features.contains(&f), "{f} in {features:?}");
     }
+    // And on the server, where some clients (profanity) look for it.
+    let info = c
+        .iq(
+            "<iq type='get' id='s' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            "s",
+        )
+        .await;
+    let server_features: Vec<&str> = info
+        .child("query", ns::DISCO_INFO)
+        .map(|q| q.children().filter_map(|f| f.attr("var")).collect())
+        .unwrap_or_default();
+    assert!(server_features.contains(&MAM), "{server_features:?}");
     // The form's fields.
     let fields = c
         .iq(

@@ -163,8 +163,11 @@ fn requester(req: &IqRequest<'_>) -> Option<Arc<LocalSession>> {
 
 #[async_trait]
 impl Module for Mam {
+    /// On the server too, not only the account (where XEP-0313 section 7
+    /// puts it): clients such as profanity look only there, and Prosody
+    /// and ejabberd advertise it on both.
     fn server_features(&self) -> &'static [&'static str] {
-        &[ns::SID]
+        &[ns::MAM, ns::MAM_EXTENDED, ns::MAM_1, ns::SID]
     }
 
     fn account_features(&self) -> &'static [&'static str] {
