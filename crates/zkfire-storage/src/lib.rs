@@ -9,6 +9,7 @@ pub use archive::{
     ArchivedMessage,
 };
 use async_trait::async_trait;
+pub use pep::{PepItem, PepLimits, PepNode};
 use std::sync::Arc;
 use zkfire_sasl::UserCredentials;
 
@@ -36,6 +37,7 @@ pub enum Limit {
     PrivateXmlItems,
     PrivateXmlBytes,
     PendingSubscriptions,
+    PepNodes,
 }
 
 impl std::fmt::Display for Limit {
@@ -45,6 +47,7 @@ impl std::fmt::Display for Limit {
             Limit::PrivateXmlItems => "private XML namespaces",
             Limit::PrivateXmlBytes => "private XML bytes",
             Limit::PendingSubscriptions => "pending subscription requests",
+            Limit::PepNodes => "PEP nodes",
         })
     }
 }
@@ -225,6 +228,46 @@ pub trait Storage: Send + Sync + 'static {
     async fn archive_prefs(&self, username: &str) -> Result<Option<ArchivePrefs>>;
     async fn set_archive_prefs(&self, username: &str, prefs: &ArchivePrefs) -> Result<()>;
 
+    // Personal eventing (XEP-0163).
+    async fn pep_nodes(&self, username: &str) -> Result<Vec<PepNode>>;
+    async fn pep_node(&self, username: &str, node: &str) -> Result<Option<PepNode>>;
+    /// Creates the node or replaces its configuration; returns whether it
+    /// was created. Creating one when the account has `limits.max_nodes`
+    /// fails with `LimitReached(PepNodes)`.
+    async fn pep_put_node(
+        &self,
+        username: &str,
+        node: &str,
+        config: &str,
+        limits: PepLimits,
+    ) -> Result<bool>;
+    /// Deletes the node and its items; false when there was none.
+    async fn pep_delete_node(&self, username: &str, node: &str) -> Result<bool>;
+    /// Publishes an item (one with the same id is replaced and becomes the
+    /// newest), then keeps only the newest `max_items` of the node.
+    async fn pep_publish(
+        &self,
+        username: &str,
+        node: &str,
+        item: &PepItem,
+        max_items: usize,
+    ) -> Result<()>;
+    /// Items of a node, oldest first: those with `ids` when given, else the
+    /// newest `max` (all when `None`).
+    async fn pep_items(
+        &self,
+        username: &str,
+        node: &str,
+        ids: Option<&[String]>,
+        max: Option<usize>,
+    ) -> Result<Vec<PepItem>>;
+    /// Removes an item; false when there was none.
+    async fn pep_retract(&self, username: &str, node: &str, item_id: &str) -> Result<bool>;
+
+    // Entity capabilities (XEP-0115): features per verification string.
+    async fn caps_features(&self, ver: &str) -> Result<Option<Vec<String>>>;
+    async fn set_caps_features(&self, ver: &str, features: &[String]) -> Result<()>;
+
     /// Closes the pool; called once at shutdown.
     async fn close(&self);
 }
@@ -252,6 +295,8 @@ mod archive;
 mod archive_sql;
 mod error;
 mod migrate;
+mod pep;
+mod pep_sql;
 mod pool;
 mod sql;
 mod url;

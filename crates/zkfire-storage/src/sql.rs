@@ -14,10 +14,12 @@
 
 use crate::archive_sql;
 use crate::error::{corrupt, db};
+use crate::pep_sql;
 use crate::pool::Pools;
 use crate::{
     ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveResult, ArchivedMessage, Limit,
-    OfflineMessage, PrivateXmlLimits, Result, RosterItem, Storage, StorageError, Subscription,
+    OfflineMessage, PepItem, PepLimits, PepNode, PrivateXmlLimits, Result, RosterItem, Storage,
+    StorageError, Subscription,
 };
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -36,7 +38,7 @@ impl SqlStorage {
     }
 }
 
-type Tx = Transaction<'static, Any>;
+pub(crate) type Tx = Transaction<'static, Any>;
 
 /// Most ids bound in one `IN (...)` list (well under both backends' limits
 /// on bound parameters).
@@ -58,6 +60,8 @@ const ACCOUNT_TABLES: &[&str] = &[
     "DELETE FROM archive WHERE username = $1",
     "DELETE FROM archive_prefs WHERE username = $1",
     "DELETE FROM archive_prefs_jids WHERE username = $1",
+    "DELETE FROM pep_items WHERE username = $1",
+    "DELETE FROM pep_nodes WHERE username = $1",
     "DELETE FROM credentials WHERE username = $1",
 ];
 
@@ -82,7 +86,7 @@ fn now() -> i64 {
 /// which on PostgreSQL row-locks it until the transaction ends. (On SQLite
 /// the whole write transaction is already exclusive.) Works whether or not
 /// the row or the account exists.
-async fn lock_account(tx: &mut Tx, username: &str) -> Result<()> {
+pub(crate) async fn lock_account(tx: &mut Tx, username: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO account_state (username) VALUES ($1) \
          ON CONFLICT (username) DO UPDATE SET roster_version = account_state.roster_version",
@@ -779,6 +783,60 @@ impl Storage for SqlStorage {
 
     async fn set_archive_prefs(&self, username: &str, prefs: &ArchivePrefs) -> Result<()> {
         archive_sql::set_prefs(&self.pools, username, prefs).await
+    }
+
+    async fn pep_nodes(&self, username: &str) -> Result<Vec<PepNode>> {
+        pep_sql::nodes(&self.pools, username).await
+    }
+
+    async fn pep_node(&self, username: &str, node: &str) -> Result<Option<PepNode>> {
+        pep_sql::node(&self.pools, username, node).await
+    }
+
+    async fn pep_put_node(
+        &self,
+        username: &str,
+        node: &str,
+        config: &str,
+        limits: PepLimits,
+    ) -> Result<bool> {
+        pep_sql::put_node(&self.pools, username, node, config, limits).await
+    }
+
+    async fn pep_delete_node(&self, username: &str, node: &str) -> Result<bool> {
+        pep_sql::delete_node(&self.pools, username, node).await
+    }
+
+    async fn pep_publish(
+        &self,
+        username: &str,
+        node: &str,
+        item: &PepItem,
+        max_items: usize,
+    ) -> Result<()> {
+        pep_sql::publish(&self.pools, username, node, item, max_items).await
+    }
+
+    async fn pep_items(
+        &self,
+        username: &str,
+        node: &str,
+        ids: Option<&[String]>,
+        max: Option<usize>,
+    ) -> Result<Vec<PepItem>> {
+        pep_sql::items(&self.pools, username, node, ids, max).await
+    }
+
+    async fn pep_retract(&self, username: &str, node: &str, item_id: &str) -> Result<bool> {
+        pep_sql::retract(&self.pools, username, node, item_id).await
+    }
+
+    async fn caps_features(&self, ver: &str) -> Result<Option<Vec<String>>> {
+        pep_sql::caps_features(&self.pools, ver).await
+    }
+
+    async fn set_caps_features(&self, ver: &str, features: &[String]) -> Result<()> {
+        pep_sql::set_caps_features(&self.pools, ver, features).await
     }
 
     async fn close(&self) {

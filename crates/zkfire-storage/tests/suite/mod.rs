@@ -3,7 +3,9 @@
 //! `storage_suite!(fixture)`, which makes one `#[tokio::test]` per case here.
 
 mod archive;
+mod pep;
 pub use archive::*;
+pub use pep::*;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,6 +65,9 @@ macro_rules! storage_suite {
             archive_rewrite_is_no_duplicate,
             archive_bounds_contains_and_purge,
             archive_prefs_round_trip,
+            pep_nodes_and_their_bound,
+            pep_items_order_replace_and_trim,
+            caps_round_trip,
         );
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {
@@ -176,6 +181,14 @@ async fn fill_account(s: &dyn Storage, user: &str) {
         never: vec![],
     };
     s.set_archive_prefs(user, &prefs).await.unwrap();
+    let limits = zkfire_storage::PepLimits { max_nodes: 10 };
+    s.pep_put_node(user, "n", "", limits).await.unwrap();
+    let item = zkfire_storage::PepItem {
+        id: "i".into(),
+        payload: "<x/>".into(),
+        published_ms: 1,
+    };
+    s.pep_publish(user, "n", &item, 1).await.unwrap();
 }
 
 /// Nothing kept for `user` but possibly the account and its credentials.
@@ -192,6 +205,8 @@ async fn assert_empty(s: &dyn Storage, user: &str) {
     assert_eq!(s.last_activity(user).await.unwrap(), None);
     assert_eq!(s.archive_bounds(user).await.unwrap(), None);
     assert_eq!(s.archive_prefs(user).await.unwrap(), None);
+    assert_eq!(s.pep_nodes(user).await.unwrap(), vec![]);
+    assert_eq!(s.pep_items(user, "n", None, None).await.unwrap(), vec![]);
 }
 
 pub async fn delete_account_removes_everything(s: Arc<dyn Storage>) {
