@@ -19,6 +19,7 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     pub csi: CsiConfig,
     pub mam: MamConfig,
+    pub pep: PepConfig,
     pub cluster: ClusterConfig,
     pub zookeeper: ZooKeeperConfig,
 }
@@ -250,6 +251,31 @@ impl Default for MamConfig {
             max_pending_writes: 10_000,
             write_wait_ms: 250,
             count_results: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepConfig {
+    /// Personal Eventing Protocol (XEP-0163): every account's pubsub nodes
+    /// (avatars, nicknames, bookmarks, OMEMO keys).
+    pub enabled: bool,
+    /// Nodes one account may have.
+    pub max_nodes: usize,
+    /// Items one node keeps at most (also what `max_items = "max"` means).
+    pub max_items_per_node: usize,
+    /// Largest item payload, in bytes of XML.
+    pub max_item_bytes: usize,
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig {
+            enabled: true,
+            max_nodes: 100,
+            max_items_per_node: 256,
+            max_item_bytes: 128 * 1024,
         }
     }
 }
@@ -516,6 +542,12 @@ impl Config {
         if mam.max_page == 0 || mam.max_pending_writes == 0 {
             return Err(ConfigError::Invalid(
                 "[mam] max_page and max_pending_writes must be at least 1".into(),
+            ));
+        }
+        let pep = &self.pep;
+        if pep.max_items_per_node == 0 || pep.max_item_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "[pep] max_items_per_node and max_item_bytes must be at least 1".into(),
             ));
         }
         Ok(())

@@ -68,6 +68,22 @@ pub trait MessageHooks: Send + Sync {
     }
 }
 
+/// Hooks on presence.
+#[async_trait]
+pub trait PresenceHooks: Send + Sync {
+    /// A presence broadcast a client of this node sent (available or
+    /// unavailable, no `to`), `from` stamped, before it is kept as the
+    /// session's presence and sent to the contacts. May change it.
+    async fn broadcast_by_client(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<LocalSession>,
+        presence: &mut Element,
+    ) {
+        let _ = (server, session, presence);
+    }
+}
+
 /// What a module made of a top-level element from the client that is no
 /// stanza (a nonza, such as XEP-0352's `<inactive/>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +114,8 @@ pub enum Outgoing {
 /// when the session moves to another node).
 pub trait StreamHooks: Send + Sync {
     /// Stream features offered after authentication.
-    fn features(&self) -> Vec<Element> {
+    fn features(&self, server: &Server) -> Vec<Element> {
+        let _ = server;
         Vec::new()
     }
 

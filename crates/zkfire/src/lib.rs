@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod c2s;
+pub mod caps;
 pub mod cli;
 pub mod cluster;
 pub mod cluster_xml;

@@ -30,6 +30,10 @@ pub struct Server {
     pub auth_throttle: AuthThrottle,
     pub registration_limit: RegistrationLimit,
     pub sm: SmRegistry,
+    /// What clients can do, by their entity capabilities (XEP-0115).
+    pub caps: crate::caps::CapsCache,
+    /// IQs the server sent to clients of this node, waiting for answers.
+    pub requests: crate::router::server_requests::ServerRequests,
     /// Blocklists (XEP-0191) of accounts with sessions here, so delivery needs
     /// no database query.
     pub blocklists: DashMap<String, Arc<Vec<String>>>,
@@ -80,6 +84,8 @@ impl Server {
             auth_throttle,
             registration_limit,
             sm: SmRegistry::default(),
+            requests: Default::default(),
+            caps: Default::default(),
             blocklists: DashMap::new(),
             offline_flush: DashMap::new(),
             detached_bytes: DashMap::new(),

@@ -274,7 +274,7 @@ fn features(server: &Server, stream: &XmppStream, authenticated: bool) -> Vec<El
         out.push(Element::new("sm", ns::SM));
         out.push(Element::new("ver", ns::ROSTER_VER));
         out.push(Element::new("sub", ns::PRE_APPROVAL));
-        out.extend(server.modules.stream_features());
+        out.extend(server.modules.stream_features(server));
         return out;
     }
     let tls = stream.is_tls();

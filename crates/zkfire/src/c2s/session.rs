@@ -750,6 +750,7 @@ impl Session {
             if self.ping_pending.as_deref() == el.attr("id") {
                 self.ping_pending = None;
             }
+            self.server.requests.answer(&el);
             return End::No;
         }
         if !has_to {

@@ -30,7 +30,7 @@ impl Module for ClientStateIndication {
 }
 
 impl StreamHooks for ClientStateIndication {
-    fn features(&self) -> Vec<Element> {
+    fn features(&self, _server: &crate::server::Server) -> Vec<Element> {
         vec![Element::new("csi", NS)]
     }
 

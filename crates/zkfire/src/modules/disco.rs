@@ -45,14 +45,21 @@ impl Module for Disco {
         if req.payload.name() != "query" {
             return Err(StanzaError::bad_request());
         }
-        if req.payload.attr("node").is_some() {
-            return Err(StanzaError::item_not_found());
-        }
         let info = req.payload.ns() == ns::DISCO_INFO;
         let server = req.server;
+        if let Some(node) = req.payload.attr("node") {
+            // The one node served: the server's own caps (XEP-0115 6.3).
+            let caps = format!("{}#{}", super::caps::NODE, super::caps::server_ver(server));
+            if !(info && req.account.is_none() && node == caps) {
+                return Err(StanzaError::item_not_found());
+            }
+            let mut q = info_element(&[&Identity::SERVER], &server.modules.server_features());
+            q.set_attr("node", node.to_string());
+            return Ok(Some(q));
+        }
         match req.account {
             None if info => Ok(Some(info_element(
-                &Identity::SERVER,
+                &[&Identity::SERVER],
                 &server.modules.server_features(),
             ))),
             None => Ok(Some(items_element())),
@@ -62,7 +69,7 @@ impl Module for Disco {
                 }
                 if info {
                     Ok(Some(info_element(
-                        &Identity::ACCOUNT,
+                        &server.modules.account_identities(),
                         &server.modules.account_features(),
                     )))
                 } else {
@@ -93,16 +100,19 @@ impl Identity {
     };
 }
 
-/// `<query xmlns='http://jabber.org/protocol/disco#info'/>` with one identity
-/// and these features.
-pub fn info_element(identity: &Identity, features: &[&str]) -> Element {
-    let mut id = Element::new("identity", ns::DISCO_INFO)
-        .with_attr("category", identity.category)
-        .with_attr("type", identity.kind);
-    if let Some(name) = identity.name {
-        id.set_attr("name", name);
+/// `<query xmlns='http://jabber.org/protocol/disco#info'/>` with these
+/// identities and features.
+pub fn info_element(identities: &[&Identity], features: &[&str]) -> Element {
+    let mut query = Element::new("query", ns::DISCO_INFO);
+    for identity in identities {
+        let mut id = Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", identity.category)
+            .with_attr("type", identity.kind);
+        if let Some(name) = identity.name {
+            id.set_attr("name", name);
+        }
+        query.push(id);
     }
-    let mut query = Element::new("query", ns::DISCO_INFO).with_child(id);
     for f in features {
         query.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
@@ -132,7 +142,7 @@ mod tests {
 
     #[test]
     fn server_info() {
-        let q = info_element(&Identity::SERVER, &[ns::DISCO_INFO, ns::PING]);
+        let q = info_element(&[&Identity::SERVER], &[ns::DISCO_INFO, ns::PING]);
         assert_eq!(
             q.to_xml(),
             "<query xmlns='http://jabber.org/protocol/disco#info'>\
@@ -144,7 +154,7 @@ mod tests {
 
     #[test]
     fn account_info_has_no_name() {
-        let q = info_element(&Identity::ACCOUNT, &[]);
+        let q = info_element(&[&Identity::ACCOUNT], &[]);
         let id = q.child("identity", ns::DISCO_INFO).expect("identity");
         assert_eq!(id.attr("category"), Some("account"));
         assert_eq!(id.attr("type"), Some("registered"));

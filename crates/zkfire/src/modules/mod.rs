@@ -2,7 +2,7 @@
 //! registration point. Disco features come from the registered modules, and
 //! so do the hooks on the stanza path (crate::hooks).
 
-use crate::hooks::{Flow, MessageHooks, Nonza, Outgoing, StreamHooks};
+use crate::hooks::{Flow, MessageHooks, Nonza, Outgoing, PresenceHooks, StreamHooks};
 use crate::router::session_handle::LocalSession;
 use crate::server::Server;
 use crate::stanza::StanzaError;
@@ -12,12 +12,14 @@ use std::sync::Arc;
 use zkfire_xml::Element;
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod csi;
 pub mod disco;
 pub mod last;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -91,6 +93,27 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// Its hooks on presence, if it has any (`Some(self)`).
+    fn presence_hooks(&self) -> Option<&dyn PresenceHooks> {
+        None
+    }
+
+    /// The features of a session's client became known (from its entity
+    /// capabilities, XEP-0115): when it first sent them, or changed them.
+    async fn client_features_known(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<LocalSession>,
+        features: &Arc<Vec<String>>,
+    ) {
+        let _ = (server, session, features);
+    }
+
+    /// Identities this module adds to an account's disco#info (XEP-0030).
+    fn account_identities(&self) -> &'static [disco::Identity] {
+        &[]
+    }
+
     /// What is kept of the account `bare` under `what` changed, on this
     /// node or another (`Server::account_changed`): drop cached copies.
     fn account_changed(&self, bare: &str, what: &str) {
@@ -149,8 +172,10 @@ impl Modules {
     }
 
     /// Stream features the modules offer after authentication.
-    pub fn stream_features(&self) -> Vec<Element> {
-        self.stream_hooks().flat_map(|h| h.features()).collect()
+    pub fn stream_features(&self, server: &Server) -> Vec<Element> {
+        self.stream_hooks()
+            .flat_map(|h| h.features(server))
+            .collect()
     }
 
     /// A nonza from a client, to the first module that handles it.
@@ -229,6 +254,39 @@ impl Modules {
         }
     }
 
+    /// Runs the `broadcast_by_client` presence hooks.
+    pub async fn presence_broadcast(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<LocalSession>,
+        presence: &mut Element,
+    ) {
+        for m in &self.list {
+            if let Some(h) = m.presence_hooks() {
+                h.broadcast_by_client(server, session, presence).await;
+            }
+        }
+    }
+
+    /// Tells every module what a session's client can do.
+    pub async fn client_features_known(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<LocalSession>,
+        features: &Arc<Vec<String>>,
+    ) {
+        for m in &self.list {
+            m.client_features_known(server, session, features).await;
+        }
+    }
+
+    /// Identities of an account: `account/registered` and the modules'.
+    pub fn account_identities(&self) -> Vec<&disco::Identity> {
+        std::iter::once(&disco::Identity::ACCOUNT)
+            .chain(self.list.iter().flat_map(|m| m.account_identities()))
+            .collect()
+    }
+
     /// Runs the `delivering` hooks.
     pub async fn message_delivering(
         &self,
@@ -259,9 +317,13 @@ impl Modules {
             Arc::new(private::PrivateStorage),
             Arc::new(blocking::Blocking),
             Arc::new(carbons::Carbons),
+            Arc::new(caps::EntityCaps),
         ];
         if config.mam.enabled {
             list.push(Arc::new(mam::Mam::new(&config.mam)));
+        }
+        if config.pep.enabled {
+            list.push(Arc::new(pep::Pep::new(&config.pep)));
         }
         if config.csi.enabled {
             list.push(Arc::new(csi::ClientStateIndication));

@@ -88,7 +88,14 @@ pub async fn outbound(
     let ptype = stanza.attr("type").map(str::to_string);
     let to = stanza.attr("to").map(str::to_string);
     match (ptype.as_deref(), to) {
-        (None | Some("unavailable"), None) => broadcast(server, session, state, stanza).await,
+        (None | Some("unavailable"), None) => {
+            let mut stanza = stanza;
+            server
+                .modules
+                .presence_broadcast(server, session, &mut stanza)
+                .await;
+            broadcast(server, session, state, stanza).await
+        }
         (None | Some("unavailable"), Some(to)) => {
             // Directed presence (RFC 6121 section 4.6).
             let bare_to = jids::bare_of(&to).to_string();

@@ -7,6 +7,7 @@ pub mod copies;
 pub mod directory;
 pub mod messages;
 pub mod remote;
+pub mod server_requests;
 pub mod session_handle;
 
 use crate::jids;

@@ -167,6 +167,26 @@ impl LocalSession {
         self.flags.lock().is_ok_and(|f| f.iter().any(|x| x == flag))
     }
 
+    /// Sets the flag `{name}={value}` (one value per name), or removes it
+    /// for `None`; true when that changed something.
+    pub fn set_flag_value(&self, name: &str, value: Option<&str>) -> bool {
+        let Ok(mut flags) = self.flags.lock() else {
+            return false;
+        };
+        let new = value.map(|v| format!("{name}={v}"));
+        let old = flags
+            .iter()
+            .position(|f| f.strip_prefix(name).is_some_and(|r| r.starts_with('=')));
+        if old.map(|i| &flags[i]) == new.as_ref() {
+            return false;
+        }
+        if let Some(i) = old {
+            flags.remove(i);
+        }
+        flags.extend(new);
+        true
+    }
+
     pub fn flags(&self) -> Vec<String> {
         self.flags.lock().map(|f| f.clone()).unwrap_or_default()
     }
