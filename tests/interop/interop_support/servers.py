@@ -523,7 +523,7 @@ http_ports = {{ }}
 https_ports = {{ }}
 modules_enabled = {{
     "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "carbons"; "csi_simple"; "mam";
-    "private"; "smacks"; "vcard"; "ping"; "register";
+    "private"; "smacks"; "vcard"; "ping"; "register"; "pep"; "bookmarks";
     "time"; "uptime"; "version"; "posix";
 }}
 modules_disabled = {{ "s2s"; "dialback"; }}

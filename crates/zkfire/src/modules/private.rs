@@ -8,10 +8,15 @@
 //! `http://jabber.org/*`, `vcard-temp`) or of none get `not-acceptable`
 //! (section 3); requests for another account get `forbidden`.
 //!
+//! Legacy bookmarks (`storage:bookmarks`) are the rooms of the account's
+//! PEP bookmarks (XEP-0402 section 5.3, `pep::bookmarks`), so clients of
+//! either kind see the same rooms.
+//!
 //! An account keeps at most `[limits] max_private_items` namespaces and
 //! `max_private_bytes` of XML; a set that would pass either is refused
 //! whole with `resource-constraint` (the storage checks it with the write).
 
+use super::pep::bookmarks;
 use super::register::own_node;
 use super::{IqRequest, IqResult, IqType, Module};
 use crate::stanza::StanzaError;
@@ -40,13 +45,20 @@ impl Module for PrivateStorage {
                 let [wanted] = elements[..] else {
                     return Err(StanzaError::bad_request());
                 };
-                let found = match storage.private_xml(&node, wanted.ns()).await {
-                    Ok(Some(xml)) => stored_element(&node, &xml)?,
-                    Ok(None) => Element::new(wanted.name().to_owned(), wanted.ns().to_owned()),
+                let stored = match storage.private_xml(&node, wanted.ns()).await {
+                    Ok(Some(xml)) => Some(stored_element(&node, &xml)?),
+                    Ok(None) => None,
                     Err(e) => {
                         tracing::error!(account = %node, "cannot read private XML: {e}");
                         return Err(StanzaError::internal_server_error());
                     }
+                };
+                let found = if wanted.ns() == bookmarks::LEGACY && req.server.config.pep.enabled {
+                    bookmarks::legacy_view(req.server, &node, stored.as_ref()).await?
+                } else {
+                    stored.unwrap_or_else(|| {
+                        Element::new(wanted.name().to_owned(), wanted.ns().to_owned())
+                    })
                 };
                 Ok(Some(Element::new("query", ns::PRIVATE).with_child(found)))
             }
@@ -60,7 +72,14 @@ impl Module for PrivateStorage {
                     max_bytes: limits.max_private_bytes,
                 };
                 match storage.set_private_xml(&node, &pairs, bounds).await {
-                    Ok(()) => Ok(None),
+                    Ok(()) => {
+                        let legacy = elements.iter().find(|e| e.ns() == bookmarks::LEGACY);
+                        if let Some(legacy) = legacy.filter(|_| req.server.config.pep.enabled) {
+                            bookmarks::publish_legacy(req.server, req.from_bare, &node, legacy)
+                                .await?;
+                        }
+                        Ok(None)
+                    }
                     Err(StorageError::LimitReached(limit)) => {
                         tracing::info!(account = %node, "private XML storage full: {limit}");
                         Err(StanzaError::resource_constraint().with_text(full_text(limit, bounds)))

@@ -337,6 +337,28 @@ impl Client {
             .await;
     }
 
+    /// Puts elements back, to be read again first, in this order.
+    pub fn unread(&mut self, elements: Vec<Element>) {
+        for el in elements.into_iter().rev() {
+            self.events.push_front(StreamEvent::Stanza(el));
+        }
+    }
+
+    /// Sends an IQ and returns its reply; what came before it is read again
+    /// by the next reads.
+    pub async fn iq_keeping_others(&mut self, xml: &str, id: &str) -> Element {
+        self.send(xml).await;
+        let mut others = Vec::new();
+        loop {
+            let el = self.next().await;
+            if el.name() == "iq" && el.attr("id") == Some(id) {
+                self.unread(others);
+                return el;
+            }
+            others.push(el);
+        }
+    }
+
     /// Sends an IQ and returns its reply (skipping other stanzas).
     pub async fn iq(&mut self, xml: &str, id: &str) -> Element {
         self.send(xml).await;

@@ -13,6 +13,7 @@
 
 mod access;
 mod avatar;
+pub mod bookmarks;
 mod node_config;
 mod notify;
 
@@ -53,15 +54,9 @@ impl Pep {
             avatars: avatar::AvatarHashes::default(),
         }
     }
-
-    fn limits(&self) -> PepLimits {
-        PepLimits {
-            max_nodes: self.config.max_nodes,
-        }
-    }
 }
 
-fn storage_error(e: StorageError) -> StanzaError {
+pub(crate) fn storage_error(e: StorageError) -> StanzaError {
     tracing::error!("PEP storage: {e}");
     StanzaError::internal_server_error()
 }
@@ -93,6 +88,130 @@ pub fn item_element(ns: &str, item: &PepItem, with_payload: bool) -> Element {
     el
 }
 
+/// The node an item goes to.
+pub struct Target<'a> {
+    /// The owner's bare JID.
+    pub owner: &'a str,
+    /// Its account name in storage.
+    pub node_user: &'a str,
+    pub node: &'a str,
+}
+
+/// Publishes `payload` as item `id` (made up when `None`) of the target
+/// node, creating the node (with `options`, XEP-0060 section 7.1.5) when it
+/// does not exist, and notifies; returns the item id.
+pub async fn publish_item(
+    server: &Arc<Server>,
+    target: &Target<'_>,
+    options: Option<&Element>,
+    id: Option<&str>,
+    payload: &Element,
+) -> Result<String, StanzaError> {
+    let limits = &server.config.pep;
+    let payload_xml = payload.to_xml();
+    if payload_xml.len() > limits.max_item_bytes {
+        return Err(StanzaError::not_acceptable()
+            .with_extra(pubsub_error("payload-too-big"))
+            .with_text(format!("items are at most {} bytes", limits.max_item_bytes)));
+    }
+    let id = match id {
+        Some(id) if id.len() > MAX_NAME => {
+            return Err(StanzaError::not_acceptable().with_text("item id too long"))
+        }
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => ulid::Ulid::new().to_string(),
+    };
+    let storage = &server.storage;
+    let existing = storage
+        .pep_node(target.node_user, target.node)
+        .await
+        .map_err(storage_error)?
+        .map(|n| NodeConfig::from_stored(&n.config));
+    let bound = limits.max_items_per_node;
+    let config = match options {
+        Some(form) => existing.clone().unwrap_or_default().with_preconditions(
+            form,
+            bound,
+            existing.is_some(),
+        )?,
+        None => existing.clone().unwrap_or_default(),
+    };
+    if existing.is_none() {
+        create(server, target.node_user, target.node, &config).await?;
+    }
+    let item = PepItem {
+        id: id.clone(),
+        payload: payload_xml,
+        published_ms: now_ms(),
+    };
+    if config.persist_items {
+        storage
+            .pep_publish(target.node_user, target.node, &item, config.kept(bound))
+            .await
+            .map_err(storage_error)?;
+    }
+    let event = Element::new("items", NS_EVENT)
+        .with_attr("node", target.node.to_string())
+        .with_child(item_element(NS_EVENT, &item, config.deliver_payloads));
+    notify::publish(server, target.owner, target.node, &config, event).await;
+    Ok(id)
+}
+
+/// Makes a node, within the account's bound.
+async fn create(
+    server: &Server,
+    node_user: &str,
+    node: &str,
+    config: &NodeConfig,
+) -> Result<(), StanzaError> {
+    let max_nodes = server.config.pep.max_nodes;
+    match server
+        .storage
+        .pep_put_node(
+            node_user,
+            node,
+            &config.to_stored(),
+            PepLimits { max_nodes },
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(StorageError::LimitReached(_)) => Err(StanzaError::resource_constraint()
+            .with_text(format!("at most {max_nodes} nodes per account"))),
+        Err(e) => Err(storage_error(e)),
+    }
+}
+
+/// Removes an item and tells who should know, as the node says.
+pub async fn retract_item(
+    server: &Arc<Server>,
+    target: &Target<'_>,
+    id: &str,
+    notify: Option<bool>,
+) -> Result<bool, StanzaError> {
+    let Some(node) = server
+        .storage
+        .pep_node(target.node_user, target.node)
+        .await
+        .map_err(storage_error)?
+    else {
+        return Ok(false);
+    };
+    let config = NodeConfig::from_stored(&node.config);
+    let removed = server
+        .storage
+        .pep_retract(target.node_user, target.node, id)
+        .await
+        .map_err(storage_error)?;
+    if removed && notify.unwrap_or(config.notify_retract) {
+        let event = Element::new("items", NS_EVENT)
+            .with_attr("node", target.node.to_string())
+            .with_child(Element::new("retract", NS_EVENT).with_attr("id", id.to_string()));
+        notify::publish(server, target.owner, target.node, &config, event).await;
+    }
+    Ok(removed)
+}
+
 impl Pep {
     /// XEP-0060 section 7.1, with auto-create and publish-options.
     async fn publish(&self, req: &IqRequest<'_>, owner: &str, node_user: &str) -> IqResult {
@@ -112,55 +231,13 @@ impl Pep {
         let (Some(payload), None) = (payloads.next(), payloads.next()) else {
             return Err(StanzaError::bad_request().with_extra(pubsub_error("invalid-payload")));
         };
-        let payload_xml = payload.to_xml();
-        if payload_xml.len() > self.config.max_item_bytes {
-            return Err(StanzaError::not_acceptable()
-                .with_extra(pubsub_error("payload-too-big"))
-                .with_text(format!(
-                    "items are at most {} bytes",
-                    self.config.max_item_bytes
-                )));
-        }
-        let id = match item.attr("id") {
-            Some(id) if id.len() > MAX_NAME => {
-                return Err(StanzaError::not_acceptable().with_text("item id too long"))
-            }
-            Some(id) if !id.is_empty() => id.to_string(),
-            _ => ulid::Ulid::new().to_string(),
+        let options = pubsub.child("publish-options", NS).and_then(form_of);
+        let target = Target {
+            owner,
+            node_user,
+            node: &node,
         };
-        let storage = &req.server.storage;
-        let existing = storage
-            .pep_node(node_user, &node)
-            .await
-            .map_err(storage_error)?
-            .map(|n| NodeConfig::from_stored(&n.config));
-        let bound = self.config.max_items_per_node;
-        let config = match pubsub.child("publish-options", NS).and_then(form_of) {
-            Some(form) => existing.clone().unwrap_or_default().with_preconditions(
-                form,
-                bound,
-                existing.is_some(),
-            )?,
-            None => existing.clone().unwrap_or_default(),
-        };
-        if existing.is_none() {
-            self.create(req, node_user, &node, &config).await?;
-        }
-        let item = PepItem {
-            id: id.clone(),
-            payload: payload_xml,
-            published_ms: now_ms(),
-        };
-        if config.persist_items {
-            storage
-                .pep_publish(node_user, &node, &item, config.kept(bound))
-                .await
-                .map_err(storage_error)?;
-        }
-        let event = Element::new("items", NS_EVENT)
-            .with_attr("node", node.clone())
-            .with_child(item_element(NS_EVENT, &item, config.deliver_payloads));
-        notify::publish(req.server, owner, &node, &config, event).await;
+        let id = publish_item(req.server, &target, options, item.attr("id"), payload).await?;
         if node == avatar::METADATA {
             self.avatars
                 .published(req.server, owner, node_user, payload)
@@ -175,36 +252,13 @@ impl Pep {
         ))
     }
 
-    async fn create(
-        &self,
-        req: &IqRequest<'_>,
-        node_user: &str,
-        node: &str,
-        config: &NodeConfig,
-    ) -> Result<(), StanzaError> {
-        match req
-            .server
-            .storage
-            .pep_put_node(node_user, node, &config.to_stored(), self.limits())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(StorageError::LimitReached(_)) => Err(StanzaError::resource_constraint()
-                .with_text(format!(
-                    "at most {} nodes per account",
-                    self.config.max_nodes
-                ))),
-            Err(e) => Err(storage_error(e)),
-        }
-    }
-
     /// Explicit creation (section 8.1), with an optional configuration.
     async fn create_node(&self, req: &IqRequest<'_>, node_user: &str) -> IqResult {
-        let create = req
+        let asked = req
             .payload
             .child("create", NS)
             .ok_or_else(StanzaError::bad_request)?;
-        let node = node_name(create)?;
+        let node = node_name(asked)?;
         let storage = &req.server.storage;
         if storage
             .pep_node(node_user, &node)
@@ -218,7 +272,7 @@ impl Pep {
             Some(form) => NodeConfig::default().configured(form, self.config.max_items_per_node)?,
             None => NodeConfig::default(),
         };
-        self.create(req, node_user, &node, &config).await?;
+        create(req.server, node_user, &node, &config).await?;
         Ok(None)
     }
 
@@ -235,22 +289,15 @@ impl Pep {
             .and_then(|i| i.attr("id"))
             .ok_or_else(|| StanzaError::bad_request().with_extra(pubsub_error("item-required")))?
             .to_string();
-        let config = self.config_of(req.server, node_user, &node).await?;
-        let removed = req
-            .server
-            .storage
-            .pep_retract(node_user, &node, &id)
-            .await
-            .map_err(storage_error)?;
-        if !removed {
-            return Err(StanzaError::item_not_found());
-        }
+        self.config_of(req.server, node_user, &node).await?;
         let asked = retract.attr("notify").map(|n| n == "1" || n == "true");
-        if asked.unwrap_or(config.notify_retract) {
-            let event = Element::new("items", NS_EVENT)
-                .with_attr("node", node.clone())
-                .with_child(Element::new("retract", NS_EVENT).with_attr("id", id));
-            notify::publish(req.server, owner, &node, &config, event).await;
+        let target = Target {
+            owner,
+            node_user,
+            node: &node,
+        };
+        if !retract_item(req.server, &target, &id, asked).await? {
+            return Err(StanzaError::item_not_found());
         }
         Ok(None)
     }
@@ -335,7 +382,14 @@ impl Pep {
                 }
                 let new = config.configured(form, bound)?;
                 storage
-                    .pep_put_node(node_user, &node, &new.to_stored(), self.limits())
+                    .pep_put_node(
+                        node_user,
+                        &node,
+                        &new.to_stored(),
+                        PepLimits {
+                            max_nodes: self.config.max_nodes,
+                        },
+                    )
                     .await
                     .map_err(storage_error)?;
                 Ok(None)
@@ -426,6 +480,7 @@ impl Module for Pep {
             "http://jabber.org/protocol/pubsub#retrieve-default",
             "http://jabber.org/protocol/pubsub#retrieve-items",
             avatar::VCARD_CONVERSION,
+            bookmarks::COMPAT,
         ]
     }
 
