@@ -235,8 +235,10 @@ pub struct MamConfig {
     /// it is delivered (so a query through any node finds what a client
     /// has); past it, delivery goes on and the row follows.
     pub write_wait_ms: u64,
-    /// Whether result pages give the RSM count and first index (two more
-    /// index scans per page).
+    /// Whether every result page gives the RSM count and first index: two
+    /// more scans of the archive per page, which grow with it (50-500 ms at a
+    /// million messages, BENCHMARKS.md), for a figure clients mostly ignore.
+    /// A `<max>0</max>` query is always counted.
     pub count_results: bool,
 }
 
@@ -250,7 +252,7 @@ impl Default for MamConfig {
             max_prefs_jids: 1000,
             max_pending_writes: 10_000,
             write_wait_ms: 250,
-            count_results: true,
+            count_results: false,
         }
     }
 }

@@ -212,7 +212,7 @@ async fn a_message_to_an_offline_user_is_archived_and_delivered_later_with_its_i
 
 #[tokio::test]
 async fn pages_follow_each_other_without_gaps_or_repeats() {
-    let server = users(&[("mam", "max_page = 10")]);
+    let server = users(&[("mam", "max_page = 10"), ("mam", "count_results = true")]);
     let mut alice = online(&server, "alice", "desk").await;
     let mut bob = online(&server, "bob", "phone").await;
     for i in 0..25 {
@@ -620,5 +620,25 @@ async fn archives_are_the_same_through_every_node() {
     assert_eq!(
         page(&mut alice, "").await.bodies(),
         ["x0", "x1", "x2", "back"]
+    );
+}
+
+#[tokio::test]
+async fn pages_are_not_counted_unless_asked() {
+    let server = users(&[]);
+    let mut alice = online(&server, "alice", "desk").await;
+    let mut bob = online(&server, "bob", "phone").await;
+    for i in 0..3 {
+        chat(&mut alice, &mut bob, "bob@localhost", &format!("m{i}")).await;
+    }
+    let p = page(&mut bob, "").await;
+    assert_eq!(p.items.len(), 3);
+    assert_eq!(p.rsm("count"), None, "counting is off by default");
+    assert!(p.rsm("first").is_some() && p.rsm("last").is_some());
+    let p = page(&mut bob, &rsm("<max>0</max>")).await;
+    assert_eq!(
+        p.rsm("count").as_deref(),
+        Some("3"),
+        "a count request is answered"
     );
 }

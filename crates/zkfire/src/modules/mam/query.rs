@@ -121,6 +121,8 @@ pub fn parse(payload: &Element, max_page: usize, count: bool) -> Result<Query, S
                 .parse()
                 .map_err(|_| StanzaError::bad_request().with_text("max is not a number"))?;
             page.max = asked.min(max_page);
+            // `<max>0</max>` asks for the count alone (XEP-0059 2.7).
+            page.count |= asked == 0;
         }
         if set.child("index", RSM).is_some() {
             return Err(StanzaError::feature_not_implemented()
