@@ -5,8 +5,8 @@
 //! and `Module::account_features`), never from a list kept here. An account's
 //! information is shown only to the account itself and to contacts allowed to
 //! see its presence (XEP-0030 section 8); others get `service-unavailable`,
-//! as if the account did not exist. No node is served: a `node` gets
-//! `item-not-found`.
+//! as if the account did not exist. The one node served is the server's
+//! own entity capabilities node (XEP-0115); any other gets `item-not-found`.
 //!
 //! `disco#items` is empty for now: when services (MUC, upload, ...) arrive,
 //! they need a way to contribute items, which the `Module` trait does not
