@@ -672,3 +672,22 @@ async fn notifications_cross_the_cluster() {
     let mut carol = online(cluster.node(2), "carol", "later", &[NICK]).await;
     assert_eq!(event_item(&carol.next_matching(is_event).await).2, "Alice");
 }
+
+/// Client State Indication (XEP-0352): an inactive client's PEP events
+/// wait, and a republished item replaces the one held before it.
+#[tokio::test]
+async fn an_inactive_client_gets_the_latest_events_when_active() {
+    let server = users(&[]);
+    let mut alice = online(&server, "alice", "desk", &[]).await;
+    let mut bob = online(&server, "bob", "phone", &[NICK]).await;
+    befriend(&mut alice, &mut bob).await;
+    bob.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(&mut alice, NICK, "current", &nick("first"), "").await;
+    publish(&mut alice, NICK, "current", &nick("second"), "").await;
+    no_event(&mut bob, "held while inactive").await;
+    bob.send("<active xmlns='urn:xmpp:csi:0'/>").await;
+    let e = bob.next_matching(is_event).await;
+    assert_eq!(event_item(&e).2, "second");
+    no_event(&mut bob, "the first was replaced").await;
+}

@@ -55,6 +55,15 @@ impl StreamHooks for ClientStateIndication {
         if !session.has_flag(INACTIVE) {
             return Outgoing::Write;
         }
+        if let Some(item) = pep_event(stanza) {
+            // Held in order; the same item published again replaces it.
+            return Outgoing::Hold {
+                key: item.map(|(node, id)| {
+                    let from = stanza.attr("from").unwrap_or("");
+                    format!("pep\u{0}{from}\u{0}{node}\u{0}{id}")
+                }),
+            };
+        }
         match can_wait(stanza) {
             Some(kind) => Outgoing::Hold {
                 key: stanza.attr("from").map(|from| format!("{kind}\u{0}{from}")),
@@ -89,6 +98,29 @@ fn can_wait(stanza: &Element) -> Option<&'static str> {
     }
 }
 
+/// A PEP notification (XEP-0163), which can wait too: `Some(Some((node,
+/// id)))` for one published item, `Some(None)` for any other event.
+fn pep_event(stanza: &Element) -> Option<Option<(&str, &str)>> {
+    const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    if stanza.name() != "message" || stanza.attr("type") == Some("error") {
+        return None;
+    }
+    let event = stanza.child("event", EVENT)?;
+    if stanza.child("body", ns::CLIENT).is_some() {
+        return None;
+    }
+    let items = event.child("items", EVENT);
+    let mut published = items
+        .into_iter()
+        .flat_map(|i| i.children())
+        .filter(|c| c.name() == "item");
+    let one = match (published.next(), published.next(), event.children().count()) {
+        (Some(item), None, 1) => items.and_then(|i| i.attr("node")).zip(item.attr("id")),
+        _ => None,
+    };
+    Some(one)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +137,22 @@ mod tests {
             .with_attr("type", "chat")
             .with_child(Element::new("composing", CHAT_STATES));
         assert_eq!(can_wait(&typing), Some("chat-state"));
+    }
+
+    #[test]
+    fn pep_events_wait_and_the_same_item_replaces_itself() {
+        let event = |inner: &str| {
+            zkfire_xml::parse_element(&format!(
+                "<message xmlns='jabber:client' from='a@x' type='headline'>\
+                 <event xmlns='http://jabber.org/protocol/pubsub#event'>{inner}</event></message>"
+            ))
+            .unwrap()
+        };
+        let nick = event("<items node='n'><item id='current'><nick xmlns='http://jabber.org/protocol/nick'>A</nick></item></items>");
+        assert_eq!(pep_event(&nick), Some(Some(("n", "current"))));
+        let delete = event("<delete node='n'/>");
+        assert_eq!(pep_event(&delete), Some(None));
+        assert_eq!(pep_event(&Element::new("message", ns::CLIENT)), None);
     }
 
     #[test]
