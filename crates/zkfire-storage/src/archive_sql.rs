@@ -12,7 +12,7 @@ use crate::Result;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Arguments, Row};
 
-/// Rows written per INSERT statement (7 parameters each: well under both
+/// Rows written per INSERT statement (6 parameters each: well under both
 /// backends' limits on bound parameters).
 const ROWS_PER_INSERT: usize = 100;
 
@@ -20,35 +20,19 @@ pub(crate) async fn append(pools: &Pools, batch: &[(String, ArchivedMessage)]) -
     if batch.is_empty() {
         return Ok(());
     }
+    // One statement is atomic by itself: most batches need no BEGIN and
+    // COMMIT, which cost a trip to the database each.
+    if batch.len() <= ROWS_PER_INSERT {
+        let (sql, args) = insert(batch)?;
+        sqlx::query_with(&sql, args)
+            .execute(&pools.write)
+            .await
+            .map_err(db)?;
+        return Ok(());
+    }
     let mut tx = pools.begin_write().await?;
     for chunk in batch.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO archive (username, id, ts, with_bare, with_full, stanza) VALUES ",
-        );
-        let mut args = AnyArguments::default();
-        for (i, (username, m)) in chunk.iter().enumerate() {
-            let n = i * 6;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6
-            ));
-            bind(&mut args, username.as_str())?;
-            bind(&mut args, m.id.as_str())?;
-            bind(&mut args, m.ts_ms)?;
-            bind(&mut args, m.with_bare.as_str())?;
-            bind(&mut args, m.with_full.as_str())?;
-            bind(&mut args, m.stanza.as_str())?;
-        }
-        // A batch retried after an error that hid its commit is no duplicate.
-        sql.push_str(" ON CONFLICT (username, id) DO NOTHING");
+        let (sql, args) = insert(chunk)?;
         sqlx::query_with(&sql, args)
             .execute(&mut *tx)
             .await
@@ -56,6 +40,38 @@ pub(crate) async fn append(pools: &Pools, batch: &[(String, ArchivedMessage)]) -
     }
     tx.commit().await.map_err(db)?;
     Ok(())
+}
+
+/// One multi-row INSERT of `rows`.
+fn insert(rows: &[(String, ArchivedMessage)]) -> Result<(String, AnyArguments<'_>)> {
+    let mut sql = String::from(
+        "INSERT INTO archive (username, id, ts, with_bare, with_full, stanza) VALUES ",
+    );
+    let mut args = AnyArguments::default();
+    for (i, (username, m)) in rows.iter().enumerate() {
+        let n = i * 6;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+        bind(&mut args, username.as_str())?;
+        bind(&mut args, m.id.as_str())?;
+        bind(&mut args, m.ts_ms)?;
+        bind(&mut args, m.with_bare.as_str())?;
+        bind(&mut args, m.with_full.as_str())?;
+        bind(&mut args, m.stanza.as_str())?;
+    }
+    // A batch retried after an error that hid its commit is no duplicate.
+    sql.push_str(" ON CONFLICT (username, id) DO NOTHING");
+    Ok((sql, args))
 }
 
 fn bind<'q, T>(args: &mut AnyArguments<'q>, value: T) -> Result<()>

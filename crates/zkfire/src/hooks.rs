@@ -82,6 +82,12 @@ pub trait PresenceHooks: Send + Sync {
     ) {
         let _ = (server, session, presence);
     }
+
+    /// The account `user` (bare JID) approved `contact`'s subscription to
+    /// its presence: the contact may now see what is shown to subscribers.
+    async fn subscription_approved(&self, server: &Arc<Server>, user: &str, contact: &str) {
+        let _ = (server, user, contact);
+    }
 }
 
 /// What a module made of a top-level element from the client that is no

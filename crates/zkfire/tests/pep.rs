@@ -691,3 +691,24 @@ async fn an_inactive_client_gets_the_latest_events_when_active() {
     assert_eq!(event_item(&e).2, "second");
     no_event(&mut bob, "the first was replaced").await;
 }
+
+/// XEP-0163 section 6.1.1: a new subscriber gets the last items at once.
+#[tokio::test]
+async fn a_new_subscriber_gets_the_last_items() {
+    let server = users(&[]);
+    let mut alice = online(&server, "alice", "desk", &[]).await;
+    publish(&mut alice, NICK, "n", &nick("Alice"), "").await;
+    let mut carol = online(&server, "carol", "tab", &[NICK]).await;
+    no_event(&mut carol, "not a subscriber yet").await;
+    carol
+        .send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    alice
+        .next_matching(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+        .await;
+    alice
+        .send("<presence to='carol@localhost' type='subscribed'/>")
+        .await;
+    let e = carol.next_matching(is_event).await;
+    assert_eq!(event_item(&e), (NICK.into(), "n".into(), "Alice".into()));
+}

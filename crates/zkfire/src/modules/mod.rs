@@ -280,6 +280,15 @@ impl Modules {
         }
     }
 
+    /// Runs the `subscription_approved` presence hooks.
+    pub async fn subscription_approved(&self, server: &Arc<Server>, user: &str, contact: &str) {
+        for m in &self.list {
+            if let Some(h) = m.presence_hooks() {
+                h.subscription_approved(server, user, contact).await;
+            }
+        }
+    }
+
     /// Identities of an account: `account/registered` and the modules'.
     pub fn account_identities(&self) -> Vec<&disco::Identity> {
         std::iter::once(&disco::Identity::ACCOUNT)

@@ -502,6 +502,10 @@ async fn subscription_out(
             if pending && !had_from && has_from(&after) {
                 route(server, stanza).await;
                 send_current_presence_to(server, user, contact).await;
+                server
+                    .modules
+                    .subscription_approved(server, user, contact)
+                    .await;
             }
         }
         "unsubscribe" => {
@@ -578,6 +582,10 @@ async fn subscription_in(server: &Arc<Server>, mut stanza: Element, user: &str, 
                 // Pre-approved (RFC 6121 section 3.4).
                 send_subscription(server, user, &from, "subscribed").await;
                 send_current_presence_to(server, user, &from).await;
+                server
+                    .modules
+                    .subscription_approved(server, user, &from)
+                    .await;
             } else {
                 let max = server.config.limits.max_pending_subscriptions;
                 match server

@@ -21,6 +21,8 @@ use zkfire_storage::{ArchivedMessage, Storage};
 
 /// Rows written in one transaction at most.
 const BATCH: usize = 500;
+/// How long a busy writer waits for more rows before a commit.
+const GATHER: Duration = Duration::from_millis(1);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -39,6 +41,10 @@ pub struct ArchiveWriter {
     /// A write took longer than callers wait: they stop waiting until the
     /// queue is empty again.
     behind: AtomicBool,
+    /// When the last "slow" warning was logged, in seconds after `started`
+    /// plus 60 (0: never).
+    warned_at: AtomicU64,
+    started: std::time::Instant,
 }
 
 /// The commit of a queued row, to wait for (or not).
@@ -52,6 +58,8 @@ impl ArchiveWriter {
             rx: Mutex::new(Some(rx)),
             dropped: AtomicU64::new(0),
             behind: AtomicBool::new(false),
+            warned_at: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -82,12 +90,25 @@ impl ArchiveWriter {
     /// unless the writer is behind already.
     pub async fn committed(&self, receipt: Receipt, bound: Duration) {
         let Some(rx) = receipt.0 else { return };
-        if self.behind.load(Ordering::Relaxed) {
+        if bound.is_zero() || self.behind.load(Ordering::Relaxed) {
             return;
         }
         if tokio::time::timeout(bound, rx).await.is_err() {
-            tracing::warn!("the archive is slow to write: messages go on without waiting for it");
             self.behind.store(true, Ordering::Relaxed);
+            // At most one warning a minute, however often it flaps.
+            let now = self.started.elapsed().as_secs() + 60;
+            let last = self.warned_at.load(Ordering::Relaxed);
+            if now >= last + 60
+                && self
+                    .warned_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    wait_ms = bound.as_millis() as u64,
+                    "the archive is slow to write ([mam] write_wait_ms): messages go on without waiting for it"
+                );
+            }
         }
     }
 
@@ -107,6 +128,7 @@ impl ArchiveWriter {
         };
         let mut rows = Vec::with_capacity(BATCH);
         let mut flushes = Vec::new();
+        let mut busy = false;
         loop {
             let first = tokio::select! {
                 job = rx.recv() => job,
@@ -114,12 +136,17 @@ impl ArchiveWriter {
             };
             let Some(first) = first else { break };
             take(first, &mut rows, &mut flushes);
-            while rows.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(job) => take(job, &mut rows, &mut flushes),
-                    Err(_) => break,
-                }
+            // Let the sessions that are routing messages right now queue
+            // theirs too: one commit for all of them.
+            tokio::task::yield_now().await;
+            drain(&mut rx, &mut rows, &mut flushes);
+            // Under load (the last commit found more rows waiting), a commit
+            // costs more than a millisecond of waiting: gather for one.
+            if busy && rows.len() < BATCH {
+                tokio::time::sleep(GATHER).await;
+                drain(&mut rx, &mut rows, &mut flushes);
             }
+            busy = rows.len() > 1;
             write(&*storage, &mut rows, &stop).await;
             for f in flushes.drain(..) {
                 let _ = f.send(());
@@ -139,6 +166,20 @@ impl ArchiveWriter {
         write_once(&*storage, &mut rows).await;
         for f in flushes.drain(..) {
             let _ = f.send(());
+        }
+    }
+}
+
+/// Takes what is queued, up to a batch.
+fn drain(
+    rx: &mut mpsc::Receiver<Job>,
+    rows: &mut Vec<(String, ArchivedMessage)>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+) {
+    while rows.len() < BATCH {
+        match rx.try_recv() {
+            Ok(job) => take(job, rows, flushes),
+            Err(_) => break,
         }
     }
 }

@@ -4,11 +4,9 @@
 //! XEP-0153 says (`<x xmlns='vcard-temp:x:update'><photo>…</photo></x>`),
 //! injected by the server whatever the client put there.
 
-use crate::hooks::PresenceHooks;
 use crate::jids;
 use crate::router::session_handle::LocalSession;
 use crate::server::Server;
-use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;
 use zkfire_xml::{ns, Element};
@@ -107,9 +105,9 @@ impl AvatarHashes {
     }
 }
 
-#[async_trait]
-impl PresenceHooks for AvatarHashes {
-    async fn broadcast_by_client(
+impl AvatarHashes {
+    /// Puts the avatar hash into a presence broadcast (XEP-0153).
+    pub async fn put_hash(
         &self,
         server: &Arc<Server>,
         session: &Arc<LocalSession>,

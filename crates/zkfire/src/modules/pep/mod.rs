@@ -453,6 +453,22 @@ impl Pep {
 }
 
 #[async_trait]
+impl crate::hooks::PresenceHooks for Pep {
+    async fn broadcast_by_client(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<LocalSession>,
+        presence: &mut Element,
+    ) {
+        self.avatars.put_hash(server, session, presence).await;
+    }
+
+    async fn subscription_approved(&self, server: &Arc<Server>, user: &str, contact: &str) {
+        notify::on_subscription(server, user, contact).await;
+    }
+}
+
+#[async_trait]
 impl Module for Pep {
     fn account_features(&self) -> &'static [&'static str] {
         &[
@@ -536,7 +552,7 @@ impl Module for Pep {
     }
 
     fn presence_hooks(&self) -> Option<&dyn crate::hooks::PresenceHooks> {
-        Some(&self.avatars)
+        Some(self)
     }
 
     fn account_changed(&self, bare: &str, what: &str) {

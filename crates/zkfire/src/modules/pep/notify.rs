@@ -71,14 +71,19 @@ pub async fn publish(
     }
 }
 
+/// The nodes a client wants notifications of (`NODE+notify`).
+fn wanted(features: &[String]) -> Vec<&str> {
+    features
+        .iter()
+        .filter_map(|f| f.strip_suffix("+notify"))
+        .collect()
+}
+
 /// XEP-0163 section 6.2: a resource whose client's features just became
 /// known gets the last item of each node it wants notifications of, of its
 /// own account and of each contact whose presence it is subscribed to.
 pub async fn last_items(server: &Arc<Server>, session: &Arc<LocalSession>, features: &[String]) {
-    let wanted: Vec<&str> = features
-        .iter()
-        .filter_map(|f| f.strip_suffix("+notify"))
-        .collect();
+    let wanted = wanted(features);
     if wanted.is_empty() {
         return;
     }
@@ -96,45 +101,76 @@ pub async fn last_items(server: &Arc<Server>, session: &Arc<LocalSession>, featu
             Err(e) => tracing::error!(account = %me, "PEP last items: roster: {e}"),
         }
     }
+    let to = Resource::Local(session.clone());
     for owner in owners {
-        let Some(owner_user) = jids::node_of(&owner) else {
+        send_last(server, &owner, &to, &wanted, &[SendLast::OnSubAndPresence]).await;
+    }
+}
+
+/// XEP-0163 section 6.1.1: a new subscriber gets the owner's last items,
+/// on each of its resources that wants them.
+pub async fn on_subscription(server: &Arc<Server>, owner: &str, subscriber: &str) {
+    for resource in server.directory.resources(subscriber) {
+        if !resource.is_available() {
+            continue;
+        }
+        let Some(features) = server.caps.of(&*server.storage, &resource).await else {
             continue;
         };
-        let nodes = match server.storage.pep_nodes(&owner_user).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(account = %owner, "PEP last items: {e}");
-                continue;
-            }
-        };
-        for node in nodes.iter().filter(|n| wanted.contains(&n.name.as_str())) {
-            let config = NodeConfig::from_stored(&node.config);
-            if config.send_last != SendLast::OnSubAndPresence
-                || access::check(server, &owner, &me, &config).await.is_err()
-            {
-                continue;
-            }
-            let last = server
-                .storage
-                .pep_items(&owner_user, &node.name, None, Some(1))
+        let wanted = wanted(&features);
+        let when = [SendLast::OnSub, SendLast::OnSubAndPresence];
+        send_last(server, owner, &resource, &wanted, &when).await;
+    }
+}
+
+/// The last item of each of `owner`'s nodes in `wanted` whose
+/// `send_last_published_item` is one of `when` and that the resource's
+/// account may read, to that resource, with a delay stamp.
+async fn send_last(
+    server: &Arc<Server>,
+    owner: &str,
+    to: &Resource,
+    wanted: &[&str],
+    when: &[SendLast],
+) {
+    let Some(owner_user) = jids::node_of(owner) else {
+        return;
+    };
+    let reader = jids::bare_of(to.full_jid()).to_string();
+    let nodes = match server.storage.pep_nodes(&owner_user).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(account = %owner, "PEP last items: {e}");
+            return;
+        }
+    };
+    for node in nodes.iter().filter(|n| wanted.contains(&n.name.as_str())) {
+        let config = NodeConfig::from_stored(&node.config);
+        if !when.contains(&config.send_last)
+            || access::check(server, owner, &reader, &config)
                 .await
-                .unwrap_or_default();
-            for item in last {
-                let stamp = std::time::UNIX_EPOCH
-                    + std::time::Duration::from_millis(
-                        u64::try_from(item.published_ms).unwrap_or(0),
-                    );
-                let items = Element::new("items", NS_EVENT)
-                    .with_attr("node", node.name.clone())
-                    .with_child(item_element(NS_EVENT, &item, config.deliver_payloads));
-                let mut msg = event_message(&owner, &session.full_jid, items);
-                msg.push(
-                    Element::new("delay", ns::DELAY)
-                        .with_attr("from", owner.clone())
-                        .with_attr("stamp", humantime::format_rfc3339_millis(stamp).to_string()),
-                );
-                let _ = session.deliver(msg);
-            }
+                .is_err()
+        {
+            continue;
+        }
+        let last = server
+            .storage
+            .pep_items(&owner_user, &node.name, None, Some(1))
+            .await
+            .unwrap_or_default();
+        for item in last {
+            let stamp = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(item.published_ms).unwrap_or(0));
+            let items = Element::new("items", NS_EVENT)
+                .with_attr("node", node.name.clone())
+                .with_child(item_element(NS_EVENT, &item, config.deliver_payloads));
+            let mut msg = event_message(owner, to.full_jid(), items);
+            msg.push(
+                Element::new("delay", ns::DELAY)
+                    .with_attr("from", owner.to_string())
+                    .with_attr("stamp", humantime::format_rfc3339_millis(stamp).to_string()),
+            );
+            let _ = to.deliver(msg);
         }
     }
 }
