@@ -3,7 +3,7 @@
 
 mod common;
 use common::cluster::TestCluster;
-use common::steps::{body, error_condition};
+use common::steps::{body, disco_features, error_condition};
 use common::{Client, TestServer};
 use std::time::Duration;
 use zkfire_xml::{ns, Element};
@@ -61,17 +61,8 @@ fn users() -> TestServer {
 async fn the_server_advertises_carbons() {
     let server = users();
     let mut c = Client::login(&server, "bob", "pw", "r").await;
-    let info = c
-        .iq(
-            "<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-            "d",
-        )
-        .await;
-    let features: Vec<&str> = info
-        .child("query", ns::DISCO_INFO)
-        .map(|q| q.children().filter_map(|f| f.attr("var")).collect())
-        .unwrap_or_default();
-    assert!(features.contains(&ns::CARBONS), "{features:?}");
+    let features = disco_features(&mut c, "localhost").await;
+    assert!(features.iter().any(|f| f == ns::CARBONS), "{features:?}");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 mod common;
 use common::cluster::TestCluster;
 use common::mam::{query, Page, MAM, RSM};
-use common::steps::{body, error_condition};
+use common::steps::{body, disco_features, error_condition};
 use common::{Client, TestServer};
 use std::time::Duration;
 use zkfire_xml::{ns, Element};
@@ -69,31 +69,16 @@ async fn chat(from: &mut Client, to: &mut Client, to_jid: &str, text: &str) -> E
 async fn accounts_advertise_mam_and_stanza_ids() {
     let server = users(&[]);
     let mut c = online(&server, "bob", "r").await;
-    let info = c
-        .iq(
-            "<iq type='get' id='d' to='bob@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-            "d",
-        )
-        .await;
-    let features: Vec<&str> = info
-        .child("query", ns::DISCO_INFO)
-        .map(|q| q.children().filter_map(|f| f.attr("var")).collect())
-        .unwrap_or_default();
+    let features = disco_features(&mut c, "bob@localhost").await;
     for f in [MAM, "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0"] {
-        assert!(features.contains(&f), "{f} in {features:?}");
+        assert!(features.iter().any(|x| x == f), "{f} in {features:?}");
     }
     // And on the server, where some clients (profanity) look for it.
-    let info = c
-        .iq(
-            "<iq type='get' id='s' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-            "s",
-        )
-        .await;
-    let server_features: Vec<&str> = info
-        .child("query", ns::DISCO_INFO)
-        .map(|q| q.children().filter_map(|f| f.attr("var")).collect())
-        .unwrap_or_default();
-    assert!(server_features.contains(&MAM), "{server_features:?}");
+    let server_features = disco_features(&mut c, "localhost").await;
+    assert!(
+        server_features.iter().any(|x| x == MAM),
+        "{server_features:?}"
+    );
     // The form's fields.
     let fields = c
         .iq(

@@ -5,7 +5,7 @@
 mod common;
 use base64::Engine;
 use common::cluster::TestCluster;
-use common::steps::{befriend, error_condition};
+use common::steps::{befriend, disco_features, error_condition};
 use common::{Client, TestServer};
 use sha1::{Digest, Sha1};
 use std::time::Duration;
@@ -147,6 +147,22 @@ fn event_item(e: &Element) -> (String, String, String) {
     )
 }
 
+/// The child `name` of an event's `<event/>`, if `e` is such an event.
+fn event_child<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
+    e.child("event", EVENT)?.child(name, EVENT)
+}
+
+/// An owner request (`purge`, `delete`) on `node`, which must succeed.
+async fn owner_op(c: &mut Client, op: &str, node: &str) {
+    let r = c
+        .iq(
+            &format!("<iq type='set' id='own'><pubsub xmlns='{OWNER}'><{op} node='{node}'/></pubsub></iq>"),
+            "own",
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{op}: {r:?}");
+}
+
 async fn no_event(c: &mut Client, what: &str) {
     let got = c.none_within(Duration::from_millis(600), is_event).await;
     assert!(got.is_ok(), "{what}: {got:?}");
@@ -199,14 +215,10 @@ async fn accounts_are_pep_services_and_the_server_has_caps() {
         assert!(features.contains(&f), "{f} in {features:?}");
     }
     // The server has caps of its own; other disco nodes are not served.
-    let info = c
-        .iq(
-            "<iq type='get' id='s' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-            "s",
-        )
-        .await;
-    let q = info.child("query", ns::DISCO_INFO).unwrap();
-    assert!(q.children().any(|f| f.attr("var") == Some(CAPS)));
+    assert!(disco_features(&mut c, "localhost")
+        .await
+        .iter()
+        .any(|f| f == CAPS));
     let e = c
         .iq(
             "<iq type='get' id='n' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='urn:zkfire#nope'/></iq>",
@@ -432,29 +444,13 @@ async fn items_retract_delete_and_purge() {
         .any(|f| f.attr("var") == Some("pubsub#max_items")
             && f.child_text("value", "jabber:x:data").as_deref() == Some("2")));
     // Purge, then delete, both announced.
-    let r = alice
-        .iq(&format!("<iq type='set' id='pg'><pubsub xmlns='{OWNER}'><purge node='{node}'/></pubsub></iq>"), "pg")
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    owner_op(&mut alice, "purge", node).await;
     let e = bob.next_matching(is_event).await;
-    assert!(
-        e.child("event", EVENT)
-            .and_then(|ev| ev.child("purge", EVENT))
-            .is_some(),
-        "{e:?}"
-    );
+    assert!(event_child(&e, "purge").is_some(), "{e:?}");
     assert!(item_ids(&items(&mut alice, "alice@localhost", node, "").await).is_empty());
-    let r = alice
-        .iq(&format!("<iq type='set' id='dl'><pubsub xmlns='{OWNER}'><delete node='{node}'/></pubsub></iq>"), "dl")
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    owner_op(&mut alice, "delete", node).await;
     let e = bob.next_matching(is_event).await;
-    assert!(
-        e.child("event", EVENT)
-            .and_then(|ev| ev.child("delete", EVENT))
-            .is_some(),
-        "{e:?}"
-    );
+    assert!(event_child(&e, "delete").is_some(), "{e:?}");
     let e = items(&mut alice, "alice@localhost", node, "").await;
     assert_eq!(error_condition(&e).as_deref(), Some("item-not-found"));
 }

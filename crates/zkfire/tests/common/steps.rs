@@ -86,3 +86,24 @@ pub async fn secured_from(server: &super::TestServer, local: Option<std::net::Ip
     c.open().await;
     c
 }
+
+/// The features in `to`'s disco#info, as `c` sees them.
+pub async fn disco_features(c: &mut Client, to: &str) -> Vec<String> {
+    let info = c
+        .iq(
+            &format!(
+                "<iq type='get' id='disco' to='{to}'><query xmlns='{}'/></iq>",
+                ns::DISCO_INFO
+            ),
+            "disco",
+        )
+        .await;
+    info.child("query", ns::DISCO_INFO)
+        .map(|q| {
+            q.children()
+                .filter(|f| f.name() == "feature")
+                .filter_map(|f| f.attr("var").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
