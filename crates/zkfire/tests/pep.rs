@@ -5,7 +5,7 @@
 mod common;
 use base64::Engine;
 use common::cluster::TestCluster;
-use common::steps::{befriend, disco_features, error_condition};
+use common::steps::{befriend, disco_features, error_condition, subscribe_to};
 use common::{Client, TestServer};
 use sha1::{Digest, Sha1};
 use std::time::Duration;
@@ -646,15 +646,7 @@ async fn notifications_cross_the_cluster() {
     {
         let mut carol = online(cluster.node(2), "carol", "c", &[]).await;
         // carol subscribes to alice (one way is enough for notifications).
-        carol
-            .send("<presence to='alice@localhost' type='subscribe'/>")
-            .await;
-        alice
-            .next_matching(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
-            .await;
-        alice
-            .send("<presence to='carol@localhost' type='subscribed'/>")
-            .await;
+        subscribe_to(&mut carol, "carol@localhost", &mut alice, "alice@localhost").await;
         carol
             .next_matching(|e| e.name() == "presence" && e.attr("type") == Some("subscribed"))
             .await;
@@ -696,15 +688,7 @@ async fn a_new_subscriber_gets_the_last_items() {
     publish(&mut alice, NICK, "n", &nick("Alice"), "").await;
     let mut carol = online(&server, "carol", "tab", &[NICK]).await;
     no_event(&mut carol, "not a subscriber yet").await;
-    carol
-        .send("<presence to='alice@localhost' type='subscribe'/>")
-        .await;
-    alice
-        .next_matching(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
-        .await;
-    alice
-        .send("<presence to='carol@localhost' type='subscribed'/>")
-        .await;
+    subscribe_to(&mut carol, "carol@localhost", &mut alice, "alice@localhost").await;
     let e = carol.next_matching(is_event).await;
     assert_eq!(event_item(&e), (NICK.into(), "n".into(), "Alice".into()));
 }

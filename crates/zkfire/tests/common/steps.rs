@@ -107,3 +107,24 @@ pub async fn disco_features(c: &mut Client, to: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// `subscriber` (logged in as `subscriber_bare`) asks for `owner_bare`'s
+/// presence and `owner` approves: a one-way subscription.
+pub async fn subscribe_to(
+    subscriber: &mut Client,
+    subscriber_bare: &str,
+    owner: &mut Client,
+    owner_bare: &str,
+) {
+    subscriber
+        .send(&format!("<presence to='{owner_bare}' type='subscribe'/>"))
+        .await;
+    owner
+        .next_matching(presence_from(subscriber_bare, Some("subscribe")))
+        .await;
+    owner
+        .send(&format!(
+            "<presence to='{subscriber_bare}' type='subscribed'/>"
+        ))
+        .await;
+}
