@@ -692,3 +692,30 @@ async fn a_new_subscriber_gets_the_last_items() {
     let e = carol.next_matching(is_event).await;
     assert_eq!(event_item(&e), (NICK.into(), "n".into(), "Alice".into()));
 }
+
+/// A client can make up valid caps hashes at will: the server learns at
+/// most 20 new ones per account in ten minutes, then stops asking.
+#[tokio::test]
+async fn new_caps_hashes_are_bounded_per_account() {
+    let server = users(&[]);
+    let mut c = Client::login(&server, "alice", "pw", "r").await;
+    for i in 0..21 {
+        let node = format!("urn:made-up:{i}");
+        let (ver, features) = caps(&[node.as_str()]);
+        c.send(&format!(
+            "<presence><c xmlns='{CAPS}' hash='sha-1' node='urn:zktest' ver='{ver}'/></presence>"
+        ))
+        .await;
+        let asked = c
+            .none_within(Duration::from_millis(1500), |e| {
+                e.name() == "iq" && e.attr("type") == Some("get")
+            })
+            .await;
+        match asked {
+            Err(q) if i < 20 => answer_disco(&mut c, &q, &ver, &features).await,
+            Err(q) => panic!("asked about hash {i}: {q:?}"),
+            Ok(()) if i < 20 => panic!("hash {i} not asked about"),
+            Ok(()) => {}
+        }
+    }
+}

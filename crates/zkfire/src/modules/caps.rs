@@ -27,7 +27,26 @@ const ASK_WAIT: Duration = Duration::from_secs(10);
 /// Most features taken from one client's answer.
 const MAX_FEATURES: usize = 1000;
 
-pub struct EntityCaps;
+/// New caps hashes one account may have the server learn (each costs a
+/// disco query and, once verified, a row in storage: a client can make up
+/// valid hashes for any set of features at will).
+const LEARN_PER_WINDOW: u32 = 20;
+const LEARN_WINDOW: Duration = Duration::from_secs(600);
+
+pub struct EntityCaps {
+    learning: Arc<crate::quota::WindowQuota<String>>,
+}
+
+impl Default for EntityCaps {
+    fn default() -> Self {
+        EntityCaps {
+            learning: Arc::new(crate::quota::WindowQuota::new(
+                LEARN_PER_WINDOW,
+                LEARN_WINDOW,
+            )),
+        }
+    }
+}
 
 #[async_trait]
 impl Module for EntityCaps {
@@ -103,13 +122,22 @@ impl PresenceHooks for EntityCaps {
         let hash = c.attr("hash").map(str::to_string);
         let server = server.clone();
         let session = session.clone();
+        let learning = self.learning.clone();
         tokio::spawn(async move {
             let features = match server.caps.features(&*server.storage, &key).await {
                 Some(f) => f,
-                None => match learn(&server, &session, &key, &node_ver, hash.as_deref()).await {
-                    Some(f) => f,
-                    None => return,
-                },
+                None => {
+                    let Some(slot) = learning.try_reserve(session.bare_jid.clone()) else {
+                        tracing::info!(jid = %session.full_jid, "too many new caps hashes; not asking");
+                        return;
+                    };
+                    let Some(f) = learn(&server, &session, &key, &node_ver, hash.as_deref()).await
+                    else {
+                        return;
+                    };
+                    slot.keep();
+                    f
+                }
             };
             server
                 .modules

@@ -326,7 +326,7 @@ impl Modules {
             Arc::new(private::PrivateStorage),
             Arc::new(blocking::Blocking),
             Arc::new(carbons::Carbons),
-            Arc::new(caps::EntityCaps),
+            Arc::new(caps::EntityCaps::default()),
         ];
         if config.mam.enabled {
             list.push(Arc::new(mam::Mam::new(&config.mam)));
