@@ -719,3 +719,28 @@ async fn new_caps_hashes_are_bounded_per_account() {
         }
     }
 }
+
+/// Legacy bookmarks beyond what the PEP node keeps are refused whole.
+#[tokio::test]
+async fn too_many_legacy_bookmarks_are_refused_before_anything_is_stored() {
+    let server = users(&[("pep", "max_items_per_node = 3")]);
+    let mut c = online(&server, "alice", "r", &[]).await;
+    let rooms: String = (0..4)
+        .map(|i| format!("<conference jid='r{i}@conference.localhost'/>"))
+        .collect();
+    let r = c
+        .iq(
+            &format!("<iq type='set' id='ps'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>{rooms}</storage></query></iq>"),
+            "ps",
+        )
+        .await;
+    assert_eq!(error_condition(&r).as_deref(), Some("not-acceptable"));
+    let got = c
+        .iq("<iq type='get' id='pv'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>", "pv")
+        .await;
+    let storage = got
+        .child("query", ns::PRIVATE)
+        .and_then(|q| q.child("storage", "storage:bookmarks"))
+        .expect("storage");
+    assert_eq!(storage.children().count(), 0, "nothing stored: {storage:?}");
+}

@@ -71,10 +71,16 @@ impl Module for PrivateStorage {
                     max_items: limits.max_private_items,
                     max_bytes: limits.max_private_bytes,
                 };
+                let legacy = elements
+                    .iter()
+                    .find(|e| e.ns() == bookmarks::LEGACY)
+                    .filter(|_| req.server.config.pep.enabled);
+                if let Some(legacy) = legacy {
+                    bookmarks::check_legacy(req.server, legacy)?;
+                }
                 match storage.set_private_xml(&node, &pairs, bounds).await {
                     Ok(()) => {
-                        let legacy = elements.iter().find(|e| e.ns() == bookmarks::LEGACY);
-                        if let Some(legacy) = legacy.filter(|_| req.server.config.pep.enabled) {
+                        if let Some(legacy) = legacy {
                             bookmarks::publish_legacy(req.server, req.from_bare, &node, legacy)
                                 .await?;
                         }

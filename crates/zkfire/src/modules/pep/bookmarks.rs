@@ -90,6 +90,22 @@ pub async fn legacy_view(
     Ok(storage)
 }
 
+/// Whether a `storage:bookmarks` set fits the PEP node (checked before
+/// anything of it is stored).
+pub fn check_legacy(server: &Server, storage: &Element) -> Result<(), StanzaError> {
+    let rooms = storage
+        .children()
+        .filter(|c| c.name() == "conference")
+        .count();
+    let bound = server.config.pep.max_items_per_node;
+    if rooms > bound {
+        return Err(StanzaError::not_acceptable().with_text(format!(
+            "at most {bound} room bookmarks ([pep] max_items_per_node)"
+        )));
+    }
+    Ok(())
+}
+
 /// A private XML set of `storage:bookmarks`: every room it lists becomes
 /// (or stays) an item of the PEP node, and rooms no longer listed are
 /// retracted, with notifications to the account's resources.
