@@ -627,3 +627,25 @@ async fn pages_are_not_counted_unless_asked() {
         "a count request is answered"
     );
 }
+
+#[tokio::test]
+async fn a_message_to_no_account_is_not_archived_for_it() {
+    let server = users(&[]);
+    let mut alice = online(&server, "alice", "desk").await;
+    alice
+        .send("<message to='nobody@localhost' type='chat'><body>hello?</body></message>")
+        .await;
+    let bounce = alice
+        .next_matching(|e| e.name() == "message" && e.attr("type") == Some("error"))
+        .await;
+    assert_eq!(
+        error_condition(&bounce).as_deref(),
+        Some("service-unavailable")
+    );
+    // If the name is registered later, its archive starts empty.
+    server.add_user("nobody", "pw");
+    let mut nobody = online(&server, "nobody", "r").await;
+    assert!(page(&mut nobody, "").await.items.is_empty());
+    // The sender's own archive keeps what she sent.
+    assert_eq!(page(&mut alice, "").await.bodies(), ["hello?"]);
+}

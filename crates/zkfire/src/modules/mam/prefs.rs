@@ -86,11 +86,21 @@ impl PrefsCache {
         server: &Server,
         node: &str,
     ) -> zkfire_storage::Result<(Arc<ArchivePrefs>, Option<Arc<HashSet<String>>>)> {
-        let prefs = server
-            .storage
-            .archive_prefs(node)
-            .await?
-            .unwrap_or_else(|| self.server_default());
+        let prefs = match server.storage.archive_prefs(node).await? {
+            Some(prefs) => prefs,
+            // No archive for an account that does not exist (a message to
+            // a made-up name is bounced, not kept); not cached, as the
+            // account may be made at any moment.
+            None if !server.storage.account_exists(node).await? => {
+                let none = ArchivePrefs {
+                    default: ArchivePolicy::Never,
+                    always: Vec::new(),
+                    never: Vec::new(),
+                };
+                return Ok((Arc::new(none), None));
+            }
+            None => self.server_default(),
+        };
         let roster = if prefs.default == ArchivePolicy::Roster {
             let (_, items) = server.storage.roster(node).await?;
             Some(Arc::new(items.into_iter().map(|i| i.jid).collect()))
