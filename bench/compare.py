@@ -7,6 +7,12 @@ rate sweep, and for the cluster a second chat sweep with both ends on one
 node. The generator runs
 pinned to one core and the servers to the other (when there are two).
 
+`--archive on` makes every server archive every message (XEP-0313: zkfire's
+`[mam]`, Prosody's and ejabberd's mod_mam); the default, `off`, has no
+archive anywhere. `--only chat` runs the chat sweep alone (accounts
+registered, a restart, the chat sweep), with the archive's size before and
+after it.
+
 Results go to a JSON file; `bench/report.py` turns them into BENCHMARKS.md
 and the chart. Run it through `bench/compare`, which installs and builds
 what it needs.
@@ -26,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from report import sustained
-from targets import REPO, Target, make_targets
+from targets import REPO, Target, archive_description, make_targets
 
 PASSWORD = "bench"
 
@@ -142,8 +148,9 @@ def traffic_point(report: dict) -> dict:
 
 
 def sweep(generator: Generator, target: Target, scenario: str, rates: list[int], args: list[str],
-          plan: Plan, label: str) -> list[dict]:
-    """Runs the scenario at rising rates until one is not sustained."""
+          plan: Plan, label: str, archive: bool = False) -> list[dict]:
+    """Runs the scenario at rising rates until one is not sustained.
+    `archive`: note what the server's archive holds after each rate."""
     points = []
     for rate in rates:
         report = generator.run(
@@ -159,29 +166,40 @@ def sweep(generator: Generator, target: Target, scenario: str, rates: list[int],
             + ("" if ok else "  <- not sustained")
         )
         settle()
+        if archive:
+            point["archive_after"] = target.archive_size()
+            log(f"    archive after {rate}/s: {point['archive_after']}")
         if not ok:
             break
     return points
 
 
-def warm_up(generator: Generator, target: Target, scenario: str, args: list[str], rate: int) -> dict:
+def warm_up(generator: Generator, target: Target, scenario: str, args: list[str], rate: int,
+            duration: float = 4.0) -> dict:
     """A short run at a low rate before a sweep, so that every account has
     sent and received once: servers that load per-user state lazily (the
     blocklist, the roster, privacy lists) pay for it here, not in the
     first measured rate."""
-    report = generator.run(scenario, target.addresses(), [*args, "-r", str(max(rate, 10)), "-d", "4"])
+    report = generator.run(scenario, target.addresses(), [*args, "-r", str(max(rate, 10)), "-d", f"{duration:g}"])
     point = traffic_point(report)
     log(f"  {scenario} warm-up at {point['rate']}/s: p99 {point['p99_ms']} ms, lost {point['lost']}")
     settle()
     return report
 
 
-def measure(target: Target, generator: Generator, plan: Plan) -> dict:
+def delivered_messages(points: list[dict]) -> int:
+    return sum(point.get("delivered") or 0 for point in points)
+
+
+def measure(target: Target, generator: Generator, plan: Plan, archive: bool = False, only: str = "") -> dict:
     result: dict = {
         "label": target.label,
         "version": target.version(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "archive": archive_description(target.key, archive),
     }
+    if only == "chat":
+        return measure_chat(target, generator, plan, result)
     accounts = max(plan.idle_sessions, plan.chat_accounts, plan.presence_accounts)
     log(f"{target.label}: starting")
     target.start()
@@ -255,6 +273,81 @@ def measure(target: Target, generator: Generator, plan: Plan) -> dict:
     return result
 
 
+def register(target: Target, generator: Generator, accounts: int, result: dict) -> None:
+    started = time.monotonic()
+    report = generator.run("idle", target.addresses(), ["-n", str(accounts), "--register", "--hold-secs", "0"])
+    result["registration"] = {
+        "accounts": accounts,
+        "registered": report["sessions"]["registered"],
+        "existing": report["sessions"]["register_existing"],
+        "refused": report["sessions"]["register_refused"],
+        "secs": round(time.monotonic() - started, 1),
+    }
+    log(f"  {accounts} accounts registered in {result['registration']['secs']} s")
+
+
+def measure_chat(target: Target, generator: Generator, plan: Plan, result: dict) -> dict:
+    """The chat sweep alone (`--only chat`), on a fresh process with the
+    accounts stored, and what the archive held before and after it."""
+    log(f"{target.label}: starting ({result['archive']})")
+    target.start()
+    try:
+        register(target, generator, plan.chat_accounts, result)
+        target.restart()
+        settle()
+        chat_args = ["-n", str(plan.chat_accounts)]
+        before = target.archive_size()
+        # Not above the sweep's first rate, so that a server whose limit is
+        # below the usual warm-up rate does not start the sweep with a
+        # backlog; as long as it takes for as many messages as accounts.
+        rate = min(plan.chat_accounts // 2, plan.chat_rates[0])
+        warm = traffic_point(warm_up(
+            generator, target, "chat", chat_args, rate, max(4.0, plan.chat_accounts / max(rate, 10))
+        ))
+        result["chat_warm_up"] = warm
+        result["chat_warm_up"]["archive_after"] = target.archive_size()
+        result["chat"] = sweep(generator, target, "chat", plan.chat_rates, chat_args, plan, "chat", True)
+        if target.key == "cluster":
+            target.same_node = True
+            result["chat_same_node"] = sweep(
+                generator, target, "chat", plan.chat_rates, chat_args, plan, "chat, one node", True
+            )
+            target.same_node = False
+        # Rows still queued for the database are written within write_wait_ms
+        # of their message, or soon after when it was slow: give them time.
+        settle(5.0)
+        after = target.archive_size()
+        delivered = delivered_messages([warm, *result["chat"], *result.get("chat_same_node", [])])
+        expected = sum(p.get("expected") or 0 for p in [warm, *result["chat"], *result.get("chat_same_node", [])])
+        result["archive_check"] = {"before": before, "after": after, "delivered": delivered, "sent": expected}
+        log(f"  archive before {before}, after {after}; {delivered} of {expected} messages delivered")
+    finally:
+        result["log_tail"] = server_log_tail(target)
+        log(f"{target.label}: stopping")
+        target.stop()
+        target.cleanup()
+    return result
+
+
+def server_log_tail(target: Target, lines: int = 40) -> str:
+    """The end of the server's own log, kept in the results (what it said
+    under load). zkfire nodes: their log files; the peers: their wrappers'."""
+    servers = []
+    if hasattr(target, "server"):
+        servers = [target.server]
+    elif getattr(target, "cluster", None) is not None:
+        servers = target.cluster.nodes
+    parts = []
+    for server in servers:
+        try:
+            text = server.log_text() if hasattr(server, "log_text") else Path(server.log_path).read_text(errors="replace")
+        except (OSError, AttributeError):
+            continue
+        all_lines = text.splitlines()
+        parts.append(f"({len(all_lines)} lines)\n" + "\n".join(all_lines[-lines:]))
+    return "\n".join(parts)[-8000:]
+
+
 def problems(results: dict) -> list[str]:
     """What went wrong in a way that is not about speed: a server that did
     not run, sessions that did not come up, stanzas lost or duplicated at a
@@ -308,9 +401,18 @@ def main() -> int:
     parser.add_argument("--bench", type=Path, default=REPO / "target" / "release" / "zkfire-bench")
     parser.add_argument("--out", type=Path, required=True, help="results JSON file")
     parser.add_argument("--command", default="", help="the command line, recorded in the results")
+    parser.add_argument("--archive", choices=["off", "on"], default="off",
+                        help="message archive (XEP-0313) on every server, or on none (default)")
+    parser.add_argument("--only", choices=["chat"], default=None,
+                        help="run one scenario only: chat (the chat rate sweep)")
+    parser.add_argument("--chat-rates", default=None,
+                        help="comma-separated chat rates of the sweep instead of the plan's (to look closer)")
     options = parser.parse_args()
+    archive = options.archive == "on"
 
     plan = Plan.quick() if options.quick else Plan()
+    if options.chat_rates:
+        plan.chat_rates = [int(rate) for rate in options.chat_rates.split(",")]
     # zkfire logs warnings only, not as the test harness's default RUST_LOG
     # would have it; cluster membership events stay (a few lines per node
     # start), as the harness waits for them.
@@ -335,6 +437,8 @@ def main() -> int:
         "quick": options.quick,
         "pinned": cpus is not None,
         "command": options.command,
+        "archive": options.archive,
+        "only": options.only,
         "servers": {},
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
@@ -342,15 +446,16 @@ def main() -> int:
         # Running some servers again: the others keep their figures (each
         # server's entry says when it was measured).
         earlier = json.loads(options.out.read_text())
-        if earlier.get("plan") == results["plan"]:
+        same_run = (earlier.get("archive", "off"), earlier.get("only")) == (options.archive, options.only)
+        if earlier.get("plan") == results["plan"] and same_run:
             results["reruns"] = [*earlier.get("reruns", []), f"{options.command} ({results['date']})"]
             results["date"] = earlier.get("date", results["date"])
             results["command"] = earlier.get("command", options.command)
             results["servers"] = {k: v for k, v in earlier["servers"].items() if k not in keys}
             log(f"keeping the figures of {', '.join(results['servers']) or 'no server'} from {options.out}")
-    for target in make_targets(keys, workdir, options.zkfire, options.bench):
+    for target in make_targets(keys, workdir, options.zkfire, options.bench, archive):
         try:
-            results["servers"][target.key] = measure(target, generator, plan)
+            results["servers"][target.key] = measure(target, generator, plan, archive, options.only or "")
         except Exception as error:  # one server failing must not lose the others' figures
             log(f"{target.label} FAILED: {error}")
             results["servers"][target.key] = {"label": target.label, "failed": str(error)[-2000:]}

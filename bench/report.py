@@ -231,6 +231,19 @@ def cluster_table(results: dict) -> list[str]:
     return lines
 
 
+def archive_line(results: dict) -> str:
+    """The archive setting of the run (results files older than the
+    setting had no archive anywhere)."""
+    if results.get("archive", "off") == "on":
+        text = ("Message archive (XEP-0313): on, every server archiving every message "
+                "(`bench/compare --archive on`).")
+    else:
+        text = "Message archive (XEP-0313): off on every server (`--archive off`, the default)."
+    if results.get("only"):
+        text += f" Only the {results['only']} scenario was run (`--only {results['only']}`)."
+    return text
+
+
 def markdown(results: dict, chart_name: str) -> str:
     machine = results["machine"]
     plan = results["plan"]
@@ -247,11 +260,16 @@ def markdown(results: dict, chart_name: str) -> str:
         f"Reproduce: `{(results.get('command') or 'bench/compare').strip()}` (results file: bench/results/)."
         + "".join(f" Servers measured again afterwards: `{r.strip()}`." for r in results.get("reruns", [])),
         "",
-        "| server | version | measured |",
-        "|---|---|---|",
+        archive_line(results),
+        "",
+        "| server | version | message archive | measured |",
+        "|---|---|---|---|",
     ]
     for key, server in servers_in_order(results):
-        out.append(f"| {server['label']} | {server.get('version', '')} | {server.get('measured_at', results['date'])} |")
+        out.append(
+            f"| {server['label']} | {server.get('version', '')} | {server.get('archive', '–')} "
+            f"| {server.get('measured_at', results['date'])} |"
+        )
     out += [
         "",
         f"Scenarios: idle = {fmt(plan['idle_sessions'])} sessions with initial presence (RSS growth of the "

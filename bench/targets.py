@@ -36,6 +36,31 @@ ZKFIRE_LOAD_OVERRIDES = {
 }
 
 
+# Prosody modules the interop tests load but the benchmark does not: the
+# archive (added back by `--archive on`) and PEP with bookmarks, which
+# ejabberd's benchmark configuration does not have either and which the
+# comparison of 2026-11-25 ran without.
+PROSODY_DROPPED = ("mam", "pep", "bookmarks")
+# mod_mam archiving every message, in Prosody's default (internal) storage
+# like everything else of the benchmark's Prosody.
+PROSODY_ARCHIVE = 'default_archive_policy = true\n'
+# mod_mam archiving every message, in ejabberd's default database (Mnesia),
+# like the rest of its benchmark configuration.
+EJABBERD_ARCHIVE = {"mod_mam": {"default": "always"}}
+
+
+def archive_description(key: str, archive: bool) -> str:
+    """What the archive of each server was, for the results and the report."""
+    if key in ("zkfire", "cluster"):
+        return "[mam] enabled = " + ("true (other [mam] settings at their defaults)" if archive else "false")
+    if key == "prosody":
+        return ("mod_mam, default_archive_policy = true, internal storage" if archive
+                else "no mod_mam") + " (no mod_pep, mod_bookmarks)"
+    if key == "ejabberd":
+        return "mod_mam, default: always, Mnesia" if archive else "no mod_mam"
+    return "none (the relay only forwards)"
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of one process, KiB (0 when it is gone)."""
     try:
@@ -82,6 +107,16 @@ class Target:
     def cleanup(self) -> None:
         pass
 
+    def archive_size(self) -> dict | None:
+        """What the server's archive holds now, as far as it is cheap to
+        tell (rows for zkfire, bytes of the archive's files for the peers);
+        None when there is nothing to look at."""
+        return None
+
+
+def _dir_bytes(path: Path, pattern: str = "*") -> int:
+    return sum(f.stat().st_size for f in path.rglob(pattern) if f.is_file())
+
 
 def _dpkg_version(package: str) -> str:
     result = subprocess.run(
@@ -102,16 +137,27 @@ class ZkfireSingle(Target):
     key = "zkfire"
     label = "zkfire (1 node, SQLite)"
 
-    def __init__(self, workdir: Path, certs: CertificateSet, binary: Path):
+    def __init__(self, workdir: Path, certs: CertificateSet, binary: Path, archive: bool = False):
         self.binary = binary
+        self.database = (workdir / "zkfire.db").resolve()
         self.server = ZkfireServer(
             workdir=workdir,
             domain=DOMAIN,
-            storage_url=f"sqlite://{(workdir / 'zkfire.db').resolve()}",
+            storage_url=f"sqlite://{self.database}",
             certs=certs,
-            overrides=ZKFIRE_LOAD_OVERRIDES,
+            overrides={**ZKFIRE_LOAD_OVERRIDES, "mam": {"enabled": archive}},
             binary=binary,
         )
+
+    def archive_size(self) -> dict | None:
+        import sqlite3
+
+        if not self.database.exists():
+            return None
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'archive'").fetchone():
+                return {"rows": 0}
+            return {"rows": db.execute("SELECT COUNT(*) FROM archive").fetchone()[0]}
 
     def start(self) -> None:
         self.server.start()
@@ -141,10 +187,11 @@ class ZkfireThreeNodes(Target):
     key = "cluster"
     label = "zkfire (3 nodes, PostgreSQL)"
 
-    def __init__(self, workdir: Path, certs: CertificateSet, binary: Path):
+    def __init__(self, workdir: Path, certs: CertificateSet, binary: Path, archive: bool = False):
         self.binary = binary
         self.workdir = workdir
         self.certs = certs
+        self.archive = archive
         self.same_node = False
         self.postgres = PostgresInstance()
         self.zookeeper = ZooKeeperInstance()
@@ -161,8 +208,9 @@ class ZkfireThreeNodes(Target):
                 storage_url=self.postgres.create_database(),
                 certs=self.certs,
                 zookeeper=self.zookeeper.connect_string,
-                overrides=ZKFIRE_LOAD_OVERRIDES,
+                overrides={**ZKFIRE_LOAD_OVERRIDES, "mam": {"enabled": self.archive}},
             )
+            self.storage_url = self.cluster.nodes[0].config["storage"]["url"]
             for node in self.cluster.nodes:
                 node.binary = self.binary
         self.cluster.start(timeout=120)
@@ -175,6 +223,18 @@ class ZkfireThreeNodes(Target):
         self.stop()
         self.zookeeper.stop()
         self.postgres.stop()
+
+    def archive_size(self) -> dict | None:
+        if self.cluster is None:
+            return None
+        try:
+            rows = self.postgres.psql(
+                "SELECT CASE WHEN to_regclass('archive') IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM archive) END",
+                database=self.storage_url.rsplit("/", 1)[1],
+            )
+            return {"rows": int(rows.strip())}
+        except Exception as error:  # a figure for the record, not a reason to lose the run
+            return {"error": str(error)[-300:]}
 
     def addresses(self) -> list[str]:
         nodes = self.cluster.nodes[:1] if self.same_node else self.cluster.nodes
@@ -217,8 +277,12 @@ class Ejabberd(PackagedServer):
     key = "ejabberd"
     label = "ejabberd"
 
-    def __init__(self, certs: CertificateSet):
-        self.server = EjabberdServer(domain=DOMAIN, certs=certs)
+    def __init__(self, certs: CertificateSet, archive: bool = False):
+        self.server = EjabberdServer(domain=DOMAIN, certs=certs, extra_modules=EJABBERD_ARCHIVE if archive else None)
+
+    def archive_size(self) -> dict | None:
+        # mod_mam's Mnesia table is disc_only_copies: archive_msg.DAT in the spool.
+        return {"archive_msg_bytes": _dir_bytes(self.server.dir / "spool", "archive_msg.*")}
 
     def version(self) -> str:
         erts = "unknown"
@@ -231,12 +295,20 @@ class Prosody(PackagedServer):
     key = "prosody"
     label = "Prosody"
 
-    def __init__(self, certs: CertificateSet):
+    def __init__(self, certs: CertificateSet, archive: bool = False):
         self.server = ProsodyServer(
             domain=DOMAIN,
             certs=certs,
             overrides={"server": {"log_level": "warn"}, "registration": {"allow": True}},
+            drop_modules=PROSODY_DROPPED,
+            add_modules=("mam",) if archive else (),
+            extra_config=PROSODY_ARCHIVE if archive else "",
         )
+
+    def archive_size(self) -> dict | None:
+        # The internal store keeps each account's archive in data/HOST/archive/USER.list.
+        archive = [d for d in (self.server.dir / "data").glob("*/archive") if d.is_dir()]
+        return {"archive_bytes": sum(_dir_bytes(d) for d in archive)}
 
     def version(self) -> str:
         lua = subprocess.run(["lua5.4", "-v"], capture_output=True, text=True).stdout.split()
@@ -286,18 +358,19 @@ class Relay(Target):
         return _zkfire_version(self.binary)
 
 
-def make_targets(keys: list[str], workdir: Path, zkfire: Path, bench: Path) -> list[Target]:
+def make_targets(keys: list[str], workdir: Path, zkfire: Path, bench: Path, archive: bool = False) -> list[Target]:
+    """`archive`: every server archives every message (XEP-0313), or none does."""
     certs = make_certificates(Path(tempfile.mkdtemp(dir=workdir, prefix="certs-")), DOMAIN)
     made: list[Target] = []
     for key in keys:
         if key == "zkfire":
-            made.append(ZkfireSingle(workdir / "zkfire", certs, zkfire))
+            made.append(ZkfireSingle(workdir / "zkfire", certs, zkfire, archive))
         elif key == "cluster":
-            made.append(ZkfireThreeNodes(workdir / "cluster", certs, zkfire))
+            made.append(ZkfireThreeNodes(workdir / "cluster", certs, zkfire, archive))
         elif key == "ejabberd":
-            made.append(Ejabberd(certs))
+            made.append(Ejabberd(certs, archive))
         elif key == "prosody":
-            made.append(Prosody(certs))
+            made.append(Prosody(certs, archive))
         elif key == "relay":
             made.append(Relay(workdir / "relay", bench))
         else:

@@ -120,3 +120,16 @@ def test_a_server_at_the_relays_limit_is_shown_as_a_lower_bound():
     assert "generator's limit" not in relay_row
     chat = next(v for k, v in goal_rows(data).items() if k.startswith("chat throughput"))
     assert "≥ 4,000 msg/s" in chat and chat.rstrip(" |").endswith("yes")
+
+
+def test_the_archive_setting_is_said():
+    data = results(zkfire_chat=[point(1000, 1.0)], others_chat=[point(1000, 4.0)])
+    # Results written before the setting existed had no archive anywhere.
+    assert "Message archive (XEP-0313): off on every server" in report.markdown(data, "chart.png")
+    data["archive"] = "on"
+    data["only"] = "chat"
+    data["servers"]["zkfire"]["archive"] = "[mam] enabled = true"
+    text = report.markdown(data, "chart.png")
+    assert "Message archive (XEP-0313): on, every server archiving every message" in text
+    assert "Only the chat scenario was run" in text
+    assert "| zkfire |  | [mam] enabled = true |" in text

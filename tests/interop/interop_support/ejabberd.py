@@ -9,6 +9,7 @@ port (ERL_DIST_PORT), so no epmd daemon starts and nothing listens outside
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -69,7 +70,7 @@ modules:
     access_max_user_messages: max_user_offline_messages
   mod_private: {{}}
   mod_vcard: {{}}
-"""
+{extra_modules}"""
 
 # One c2s listener; `tls_options` says STARTTLS or direct TLS.
 LISTENER = """\
@@ -113,7 +114,10 @@ class EjabberdServer:
         name: str = "ejabberd",
         require_tls: bool = False,
         loglevel: str = "warning",
+        extra_modules: dict[str, dict] | None = None,
     ):
+        """`extra_modules`: more modules and their options, e.g.
+        `{"mod_mam": {"default": "always"}}` (the benchmark uses it)."""
         if shutil.which("ejabberdctl") is None and not Path("/usr/sbin/ejabberdctl").exists():
             raise EjabberdError("ejabberdctl not found (apt-get install ejabberd)")
         self.name = name
@@ -138,6 +142,10 @@ class EjabberdServer:
                 domain=domain,
                 loglevel=loglevel,
                 certfile=certfile,
+                # JSON is YAML's flow style.
+                extra_modules="".join(
+                    f"  {module}: {json.dumps(options)}\n" for module, options in (extra_modules or {}).items()
+                ),
                 listeners="\n".join([
                 LISTENER.format(
                     port=self.c2s_port, host=LOOPBACK,

@@ -522,9 +522,7 @@ c2s_direct_tls_ports = {{ {tls_port} }}
 http_ports = {{ }}
 https_ports = {{ }}
 modules_enabled = {{
-    "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "carbons"; "csi_simple"; "mam";
-    "private"; "smacks"; "vcard"; "ping"; "register"; "pep"; "bookmarks";
-    "time"; "uptime"; "version"; "posix";
+{modules}
 }}
 modules_disabled = {{ "s2s"; "dialback"; }}
 allow_registration = {registration}
@@ -538,18 +536,45 @@ password_hash = "{password_hash}"
 storage = "internal"
 smacks_hibernation_time = {resume}
 log = {{ {log_level} = {log!s}; }}
-VirtualHost "{domain}"
+{extra_config}VirtualHost "{domain}"
 """
+
+# What the interop tests get; the benchmark may drop some or add others.
+PROSODY_MODULES = (
+    "disco", "roster", "saslauth", "tls", "blocklist", "carbons", "csi_simple", "mam",
+    "private", "smacks", "vcard", "ping", "register", "pep", "bookmarks",
+    "time", "uptime", "version", "posix",
+)
+
+
+def prosody_modules(drop: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> str:
+    """The body of modules_enabled: PROSODY_MODULES without `drop`, plus `add`."""
+    modules = [m for m in PROSODY_MODULES if m not in drop]
+    modules += [m for m in add if m not in modules]
+    return "\n".join("    " + "; ".join(f'"{m}"' for m in modules[i:i + 8]) + ";" for i in range(0, len(modules), 8))
 
 
 class ProsodyServer:
     """Prosody with the same interface as ZkfireServer; config overrides it understands:
     registration.allow, stream_management.resume_timeout_secs and server.log_level
-    (Prosody's lowest level logged: debug, info, warn or error; default debug)."""
+    (Prosody's lowest level logged: debug, info, warn or error; default debug).
+
+    `drop_modules` and `add_modules` change PROSODY_MODULES; `extra_config` is
+    Lua put in the global section as it is (the benchmark uses them)."""
 
     kind = "prosody"
 
-    def __init__(self, *, domain: str, certs: CertificateSet, overrides: dict | None = None, name: str = "prosody"):
+    def __init__(
+        self,
+        *,
+        domain: str,
+        certs: CertificateSet,
+        overrides: dict | None = None,
+        name: str = "prosody",
+        drop_modules: tuple[str, ...] = (),
+        add_modules: tuple[str, ...] = (),
+        extra_config: str = "",
+    ):
         self.name = name
         self.domain = domain
         self.host = LOOPBACK
@@ -587,6 +612,8 @@ class ProsodyServer:
                 domain=domain,
                 password_hash=os.environ.get("ZKFIRE_INTEROP_PROSODY_HASH", "SHA-1"),
                 log_level=settings.get("server", {}).get("log_level", "debug"),
+                modules=prosody_modules(drop_modules, add_modules),
+                extra_config=extra_config.rstrip("\n") + "\n" if extra_config else "",
             )
         )
         self._as_prosody = run_as("prosody", self.dir, home=data_dir)
