@@ -744,3 +744,55 @@ async fn too_many_legacy_bookmarks_are_refused_before_anything_is_stored() {
         .expect("storage");
     assert_eq!(storage.children().count(), 0, "nothing stored: {storage:?}");
 }
+
+/// XEP-0398 the other way: a vCard PHOTO set by a vCard-only client is
+/// published as the PEP avatar, and its hash goes into presence.
+#[tokio::test]
+async fn a_vcard_photo_becomes_the_pep_avatar() {
+    let server = users(&[]);
+    let mut alice = online(&server, "alice", "desk", &[]).await;
+    let mut bob = online(&server, "bob", "phone", &["urn:xmpp:avatar:metadata"]).await;
+    befriend(&mut alice, &mut bob).await;
+    let png = b"\x89PNG\r\n\x1a\n another fake image";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+    let hash: String = Sha1::digest(png)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let r = alice
+        .iq_keeping_others(
+            &format!("<iq type='set' id='vs'><vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>"),
+            "vs",
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let e = bob.next_matching(is_event).await;
+    let (node, id, _) = event_item(&e);
+    assert_eq!(
+        (node.as_str(), id.as_str()),
+        ("urn:xmpp:avatar:metadata", hash.as_str())
+    );
+    let data = items(&mut bob, "alice@localhost", "urn:xmpp:avatar:data", "").await;
+    assert_eq!(item_ids(&data), std::slice::from_ref(&hash));
+    alice.send("<presence/>").await;
+    let p = bob
+        .next_matching(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/desk"))
+        .await;
+    let photo = p
+        .child("x", "vcard-temp:x:update")
+        .and_then(|x| x.child_text("photo", "vcard-temp:x:update"));
+    assert_eq!(photo, Some(hash));
+    // The vCard keeps its other fields.
+    let v = bob
+        .iq(
+            "<iq type='get' id='vg' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>",
+            "vg",
+        )
+        .await;
+    assert_eq!(
+        v.child("vCard", ns::VCARD)
+            .and_then(|c| c.child_text("FN", ns::VCARD))
+            .as_deref(),
+        Some("Alice")
+    );
+}

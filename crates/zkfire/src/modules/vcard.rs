@@ -54,6 +54,11 @@ impl Module for VCard {
                     tracing::error!(account = %node, "cannot store vCard: {e}");
                     return Err(StanzaError::internal_server_error());
                 }
+                if req.server.config.pep.enabled {
+                    // XEP-0398: the PHOTO becomes the PEP avatar.
+                    super::pep::avatar::from_vcard(req.server, req.from_bare, &node, req.payload)
+                        .await;
+                }
                 Ok(None)
             }
         }

@@ -128,6 +128,63 @@ impl AvatarHashes {
     }
 }
 
+/// The other way (XEP-0398 section 4): a vCard set with a PHOTO by a client
+/// that knows only vCard avatars is published as the PEP avatar, so PEP
+/// clients show it too. A vCard without a PHOTO changes nothing (clients
+/// that edit other fields often send back a vCard they read before).
+pub async fn from_vcard(server: &Arc<Server>, owner: &str, node_user: &str, vcard: &Element) {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let Some(photo) = vcard.child("PHOTO", ns::VCARD) else {
+        return;
+    };
+    let Some(b64) = photo.child_text("BINVAL", ns::VCARD) else {
+        return;
+    };
+    let b64: String = b64.split_whitespace().collect();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&b64) else {
+        tracing::info!(account = owner, "vCard PHOTO is not base64; not published");
+        return;
+    };
+    let hash: String = Sha1::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let kind = photo
+        .child_text("TYPE", ns::VCARD)
+        .unwrap_or_else(|| "image/png".to_string());
+    let data_target = super::Target {
+        owner,
+        node_user,
+        node: DATA,
+    };
+    let data = Element::new("data", DATA).with_text(b64);
+    if let Err(e) = super::publish_item(server, &data_target, None, Some(&hash), &data).await {
+        tracing::info!(
+            account = owner,
+            "vCard PHOTO not published as PEP avatar: {}",
+            e.condition
+        );
+        return;
+    }
+    let metadata = Element::new("metadata", METADATA).with_child(
+        Element::new("info", METADATA)
+            .with_attr("id", hash.clone())
+            .with_attr("bytes", bytes.len().to_string())
+            .with_attr("type", kind),
+    );
+    let meta_target = super::Target {
+        owner,
+        node_user,
+        node: METADATA,
+    };
+    if let Err(e) = super::publish_item(server, &meta_target, None, Some(&hash), &metadata).await {
+        tracing::info!(account = owner, "PEP avatar metadata: {}", e.condition);
+        return;
+    }
+    server.account_changed(owner, CHANGED);
+}
+
 /// Puts the image into the account's vCard as its PHOTO (or removes it),
 /// keeping everything else of the vCard.
 async fn set_vcard_photo(server: &Server, node_user: &str, photo: Option<(&str, &str)>) {

@@ -12,7 +12,7 @@
 //! resources anywhere in the cluster through the directory.
 
 mod access;
-mod avatar;
+pub mod avatar;
 pub mod bookmarks;
 mod node_config;
 mod notify;
