@@ -204,16 +204,7 @@ def measure(target: Target, generator: Generator, plan: Plan, archive: bool = Fa
     log(f"{target.label}: starting")
     target.start()
     try:
-        started = time.monotonic()
-        report = generator.run("idle", target.addresses(), ["-n", str(accounts), "--register", "--hold-secs", "0"])
-        result["registration"] = {
-            "accounts": accounts,
-            "registered": report["sessions"]["registered"],
-            "existing": report["sessions"]["register_existing"],
-            "refused": report["sessions"]["register_refused"],
-            "secs": round(time.monotonic() - started, 1),
-        }
-        log(f"  {accounts} accounts registered in {result['registration']['secs']} s")
+        register(target, generator, accounts, result)
         target.restart()
         settle()
 
