@@ -13,6 +13,19 @@ pub fn node_of(jid: &str) -> Option<String> {
     parse(jid).and_then(|j| j.node().map(|n| n.to_string()))
 }
 
+/// The local part of a JID the server already normalized (a session's
+/// or a routed stanza's), without parsing it again: on the message path,
+/// where [`node_of`]'s full normalization would cost on every message.
+pub fn local_of(jid: &str) -> Option<&str> {
+    bare_of(jid).split_once('@').map(|(local, _)| local)
+}
+
+/// The domain of a JID string, without normalizing.
+pub fn domain_of(jid: &str) -> &str {
+    let bare = bare_of(jid);
+    bare.rsplit_once('@').map_or(bare, |(_, domain)| domain)
+}
+
 /// The bare part of a JID string, without normalizing.
 /// The resource part of a full JID, if any.
 pub fn resource_of(jid: &str) -> Option<&str> {
@@ -53,6 +66,14 @@ pub fn is_blocked(list: &[String], jid: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_without_parsing() {
+        assert_eq!(local_of("alice@example.org/phone@home"), Some("alice"));
+        assert_eq!(local_of("example.org"), None);
+        assert_eq!(domain_of("alice@example.org/phone@home"), "example.org");
+        assert_eq!(domain_of("example.org/res"), "example.org");
+    }
 
     #[test]
     fn blocklist_matching() {

@@ -170,11 +170,9 @@ const LEGACY_DELAY: &str = "jabber:x:delay";
 fn without_delays_from(mut stanza: Element, domain: &str) -> Element {
     stanza.retain_children(|el| {
         let claims_domain = (el.is("delay", ns::DELAY) || el.is("x", LEGACY_DELAY))
-            && el.attr("from").is_some_and(|from| {
-                let bare = jids::bare_of(from);
-                let host = bare.rsplit_once('@').map_or(bare, |(_, d)| d);
-                host.eq_ignore_ascii_case(domain)
-            });
+            && el
+                .attr("from")
+                .is_some_and(|from| jids::domain_of(from).eq_ignore_ascii_case(domain));
         !claims_domain
     });
     stanza

@@ -78,16 +78,11 @@ impl Resource {
 
     /// The value of its flag `name` (see `LocalSession::set_flag_value`).
     pub fn flag_value(&self, name: &str) -> Option<String> {
-        let find = |flags: &[String]| {
-            flags.iter().find_map(|f| {
-                f.strip_prefix(name)
-                    .and_then(|r| r.strip_prefix('='))
-                    .map(str::to_string)
-            })
-        };
         match self {
-            Resource::Local(s) => find(&s.flags()),
-            Resource::Remote(s) => find(&s.flags),
+            Resource::Local(s) => s.flag_value(name),
+            Resource::Remote(s) => {
+                super::session_handle::value_of(&s.flags, name).map(str::to_string)
+            }
         }
     }
 

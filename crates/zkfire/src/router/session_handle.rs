@@ -167,6 +167,12 @@ impl LocalSession {
         self.flags.lock().is_ok_and(|f| f.iter().any(|x| x == flag))
     }
 
+    /// The value of the flag `name` (see [`Self::set_flag_value`]).
+    pub fn flag_value(&self, name: &str) -> Option<String> {
+        let flags = self.flags.lock().ok()?;
+        value_of(&flags, name).map(str::to_string)
+    }
+
     /// Sets the flag `{name}={value}` (one value per name), or removes it
     /// for `None`; true when that changed something.
     pub fn set_flag_value(&self, name: &str, value: Option<&str>) -> bool {
@@ -174,9 +180,7 @@ impl LocalSession {
             return false;
         };
         let new = value.map(|v| format!("{name}={v}"));
-        let old = flags
-            .iter()
-            .position(|f| f.strip_prefix(name).is_some_and(|r| r.starts_with('=')));
+        let old = flags.iter().position(|f| flag_named(f, name).is_some());
         if old.map(|i| &flags[i]) == new.as_ref() {
             return false;
         }
@@ -264,4 +268,14 @@ impl SessionReceiver {
             self.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The value of a `{name}={value}` flag, if `flag` is one named `name`.
+fn flag_named<'a>(flag: &'a str, name: &str) -> Option<&'a str> {
+    flag.strip_prefix(name)?.strip_prefix('=')
+}
+
+/// The value of the flag `name` among `flags`.
+pub fn value_of<'a>(flags: &'a [String], name: &str) -> Option<&'a str> {
+    flags.iter().find_map(|f| flag_named(f, name))
 }

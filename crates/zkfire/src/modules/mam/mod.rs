@@ -73,9 +73,10 @@ impl Mam {
         owner: &str,
         with: &str,
     ) -> Option<(String, writer::Receipt)> {
-        let node = jids::node_of(owner)?;
+        // `owner` was normalized by the router (no parse per message).
+        let node = jids::local_of(owner)?;
         let with_bare = jids::bare_of(with);
-        if !self.prefs.archives(server, &node, with_bare).await {
+        if !self.prefs.archives(server, node, with_bare).await {
             return None;
         }
         let (id, ts_ms) = self.ids.next();
@@ -86,7 +87,7 @@ impl Mam {
             with_full: with.to_string(),
             stanza: msg.to_xml(),
         };
-        self.writer.push(&node, row).map(|receipt| (id, receipt))
+        self.writer.push(node, row).map(|receipt| (id, receipt))
     }
 
     async fn query(&self, req: &IqRequest<'_>, node: &str) -> IqResult {
@@ -151,14 +152,10 @@ impl Mam {
     }
 }
 
-/// The session that sent the IQ.
-fn requester(req: &IqRequest<'_>) -> Option<Arc<LocalSession>> {
+/// The resource that sent the IQ (one of this node's).
+fn requester(req: &IqRequest<'_>) -> Option<crate::router::directory::Resource> {
     let resource = jids::resource_of(req.from)?;
-    req.server
-        .directory
-        .local_resources(req.from_bare)
-        .into_iter()
-        .find(|s| s.resource == resource)
+    req.server.directory.resource(req.from_bare, resource)
 }
 
 #[async_trait]

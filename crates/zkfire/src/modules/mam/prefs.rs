@@ -151,12 +151,7 @@ impl PrefsCache {
                     .await
                     .map_err(unavailable)?;
                 req.server.account_changed(req.from_bare, CHANGED);
-                // The stored form: a JID in both lists is in "never" only.
-                storage
-                    .archive_prefs(node)
-                    .await
-                    .map_err(unavailable)?
-                    .unwrap_or(prefs)
+                prefs
             }
         };
         Ok(to_element(&prefs, req.payload.ns()))
@@ -201,8 +196,10 @@ fn parse(el: &Element, max_jids: usize) -> Result<ArchivePrefs, StanzaError> {
         jids.dedup();
         Ok(jids)
     };
-    let always = list("always")?;
     let never = list("never")?;
+    // A JID in both lists is never archived (the safe side).
+    let mut always = list("always")?;
+    always.retain(|j| !never.contains(j));
     if always.len() + never.len() > max_jids {
         return Err(StanzaError::not_acceptable()
             .with_text(format!("at most {max_jids} JIDs in always and never")));

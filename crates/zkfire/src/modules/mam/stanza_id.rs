@@ -14,13 +14,9 @@ use zkfire_xml::{ns, Element};
 pub fn remove_ours(msg: &mut Element, domain: &str) {
     let claims_ours = |el: &Element| {
         el.is("stanza-id", ns::SID)
-            && el.attr("by").is_some_and(|by| {
-                let host = by.rsplit_once('@').map_or(by, |(_, h)| h);
-                host.split('/')
-                    .next()
-                    .unwrap_or(host)
-                    .eq_ignore_ascii_case(domain)
-            })
+            && el
+                .attr("by")
+                .is_some_and(|by| crate::jids::domain_of(by).eq_ignore_ascii_case(domain))
     };
     msg.retain_children(|el| !claims_ours(el));
 }

@@ -89,6 +89,7 @@ pub async fn last_items(server: &Arc<Server>, session: &Arc<LocalSession>, featu
     }
     let me = session.bare_jid.clone();
     let mut owners = vec![me.clone()];
+    let ours = format!("@{}", server.domain);
     if let Some(user) = jids::node_of(&me) {
         match server.storage.roster(&user).await {
             Ok((_, items)) => owners.extend(
@@ -96,7 +97,7 @@ pub async fn last_items(server: &Arc<Server>, session: &Arc<LocalSession>, featu
                     .into_iter()
                     .filter(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
                     .map(|i| i.jid)
-                    .filter(|j| jids::bare_of(j).ends_with(&format!("@{}", server.domain))),
+                    .filter(|j| j.ends_with(&ours)),
             ),
             Err(e) => tracing::error!(account = %me, "PEP last items: roster: {e}"),
         }
@@ -144,13 +145,23 @@ async fn send_last(
             return;
         }
     };
-    for node in nodes.iter().filter(|n| wanted.contains(&n.name.as_str())) {
+    let wanted_nodes: Vec<_> = nodes
+        .iter()
+        .filter(|n| wanted.contains(&n.name.as_str()))
+        .collect();
+    if wanted_nodes.is_empty() {
+        return;
+    }
+    // The owner's roster item for the reader, read once for all its nodes.
+    let item = if reader == owner {
+        None
+    } else {
+        crate::modules::roster::item_of(server, owner, &reader).await
+    };
+    for node in wanted_nodes {
         let config = NodeConfig::from_stored(&node.config);
-        if !when.contains(&config.send_last)
-            || access::check(server, owner, &reader, &config)
-                .await
-                .is_err()
-        {
+        let readable = reader == owner || access::allows(&config, item.as_ref());
+        if !when.contains(&config.send_last) || !readable {
             continue;
         }
         let last = server
