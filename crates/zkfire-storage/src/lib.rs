@@ -291,6 +291,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(sql::SqlStorage::new(pools)))
 }
 
+mod account_lock;
 mod archive;
 mod archive_sql;
 mod error;

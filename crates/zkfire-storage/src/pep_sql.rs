@@ -41,9 +41,9 @@ pub(crate) async fn put_node(
     limits: PepLimits,
 ) -> Result<bool> {
     let mut tx = pools.begin_write().await?;
-    // Count and create under the account's lock (sql.rs), so concurrent
+    // Count and create under the account's lock (account_lock.rs), so concurrent
     // creations cannot pass the bound together.
-    crate::sql::lock_account(&mut tx, username).await?;
+    crate::account_lock::lock_account(&mut tx, username).await?;
     let exists: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM pep_nodes WHERE username = $1 AND node = $2")
             .bind(username)

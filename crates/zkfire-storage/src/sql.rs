@@ -12,6 +12,7 @@
 //! The price is a copy of each row into `Any`'s representation, negligible
 //! next to the query itself.
 
+use crate::account_lock::{lock_account, Tx};
 use crate::archive_sql;
 use crate::error::{corrupt, db};
 use crate::pep_sql;
@@ -23,7 +24,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 use zkfire_sasl::{ScramCredentials, ScramHash, UserCredentials};
@@ -37,8 +38,6 @@ impl SqlStorage {
         SqlStorage { pools }
     }
 }
-
-pub(crate) type Tx = Transaction<'static, Any>;
 
 /// Most ids bound in one `IN (...)` list (well under both backends' limits
 /// on bound parameters).
@@ -80,22 +79,6 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Takes the per-account lock: upserts the account's `account_state` row,
-/// which on PostgreSQL row-locks it until the transaction ends. (On SQLite
-/// the whole write transaction is already exclusive.) Works whether or not
-/// the row or the account exists.
-pub(crate) async fn lock_account(tx: &mut Tx, username: &str) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO account_state (username) VALUES ($1) \
-         ON CONFLICT (username) DO UPDATE SET roster_version = account_state.roster_version",
-    )
-    .bind(username)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(())
 }
 
 /// Bumps the roster version (taking the per-account lock) and returns it.
